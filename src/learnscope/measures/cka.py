@@ -1,0 +1,418 @@
+"""Linear centered kernel alignment (CKA) between layer activations.
+
+Everything here is a pure function of activation matrices (``n`` examples x features; any
+trailing shape is flattened, so ``(n, C, H, W)`` becomes ``(n, C*H*W)``). Inputs may be torch
+tensors or numpy arrays; all arithmetic is done in float64.
+
+Two estimators of the Hilbert-Schmidt independence criterion (HSIC) are offered:
+
+* biased (``unbiased=False``): ``HSIC0(K, L) = tr(K H L H) / (n-1)^2`` with the centering matrix
+  ``H = I - 11^T/n``, as in Kornblith et al. 2019, "Similarity of Neural Network Representations
+  Revisited" (ICML).
+* unbiased (``unbiased=True``): the U-statistic of Song et al. 2012, "Feature Selection via
+  Dependence Maximization" (JMLR), eq. 5,
+  ``HSIC1(K, L) = [tr(K~ L~) + 1'K~1 1'L~1 / ((n-1)(n-2)) - 2/(n-2) 1'K~L~1] / (n(n-3))``
+  with ``K~``, ``L~`` the Gram matrices with zeroed diagonals. This is the estimator behind the
+  minibatch CKA of Nguyen, Raghu & Kornblith 2021, "Do Wide and Deep Networks Learn the Same
+  Things?" (ICLR). It equals ``<U(K), U(L)>_F / (n(n-3))`` where ``U`` is the U-centering of
+  Szekely & Rizzo 2014, which is what lets all layer pairs come from one matrix product.
+
+CKA is ``HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L))`` with linear kernels ``K = X X^T``,
+``L = Y Y^T``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["MinibatchCKA", "cka_matrix", "linear_cka", "minibatch_cka"]
+
+_MIN_UNBIASED_EXAMPLES = 4
+# A feature whose deviations from its mean are below this fraction of its magnitude is treated
+# as exactly constant (the deviations are rounding noise from computing the mean).
+_CONSTANT_RTOL = 1e-12
+
+
+# ----------------------------------------------------------------------------------------------
+# Input handling
+# ----------------------------------------------------------------------------------------------
+
+
+def _as_matrix(x: Any, name: str) -> Tensor:
+    """Convert ``x`` to a float64 ``(n, d)`` tensor (trailing dims flattened) and validate it."""
+    t = x if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x))
+    if t.ndim == 0:
+        raise ValueError(f"{name} must have a leading examples dimension, got a scalar")
+    if t.is_complex():
+        raise ValueError(f"{name} must be real-valued, got dtype {t.dtype}")
+    n = t.shape[0]
+    if n == 0:
+        raise ValueError(f"{name} has no examples (shape {tuple(t.shape)})")
+    if t.numel() == 0:
+        raise ValueError(f"{name} has no features (shape {tuple(t.shape)})")
+    t = t.detach().reshape(n, -1).to(torch.float64)
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return t
+
+
+def _center(t: Tensor, name: str, *, allow_constant: bool = False) -> Tensor:
+    """Subtract per-feature means; raise if every feature is constant across examples.
+
+    Features that are constant up to rounding are set to exactly zero, so the rounding noise of
+    the mean cannot masquerade as signal.
+    """
+    centered = t - t.mean(dim=0, keepdim=True)
+    deviation = centered.abs().amax(dim=0)
+    magnitude = t.abs().amax(dim=0)
+    constant = deviation <= _CONSTANT_RTOL * magnitude
+    if bool(constant.all()):
+        if not allow_constant:
+            raise ValueError(
+                f"{name} has constant activations (zero variance across the {t.shape[0]} "
+                "examples); CKA is undefined"
+            )
+        return torch.zeros_like(centered)
+    if bool(constant.any()):
+        centered[:, constant] = 0.0
+    return centered
+
+
+def _common_n(mats: Sequence[Tensor], names: Sequence[str]) -> int:
+    n = mats[0].shape[0]
+    for m, name in zip(mats, names, strict=True):
+        if m.shape[0] != n:
+            raise ValueError(
+                f"mismatched numbers of examples: {names[0]} has {n} but {name} has {m.shape[0]}"
+            )
+    return n
+
+
+def _check_n(n: int, unbiased: bool) -> None:
+    if unbiased and n < _MIN_UNBIASED_EXAMPLES:
+        raise ValueError(
+            f"the unbiased HSIC estimator needs at least {_MIN_UNBIASED_EXAMPLES} examples, got {n}"
+        )
+    if n < 2:
+        raise ValueError(f"CKA needs at least 2 examples, got {n}")
+
+
+# ----------------------------------------------------------------------------------------------
+# HSIC building blocks
+# ----------------------------------------------------------------------------------------------
+
+
+def _u_center(gram: Tensor) -> Tensor:
+    """U-centering (Szekely & Rizzo 2014) of a symmetric ``n x n`` Gram matrix (n >= 4).
+
+    ``<U(K), U(L)>_F / (n(n-3))`` is Song et al.'s unbiased HSIC1. Returns a new matrix.
+    """
+    n = gram.shape[0]
+    k = gram.clone()
+    k.fill_diagonal_(0.0)
+    row = k.sum(dim=1)
+    total = row.sum()
+    k -= row[:, None] / (n - 2)
+    k -= row[None, :] / (n - 2)
+    k += total / ((n - 1) * (n - 2))
+    k.fill_diagonal_(0.0)
+    return k
+
+
+def _centered_gram(xc: Tensor, unbiased: bool) -> Tensor:
+    """``H K H`` (biased) or ``U(K)`` (unbiased) for the linear kernel of centered ``xc``.
+
+    For column-centered ``xc``, ``H (X X^T) H = xc xc^T``; U-centering is invariant to the
+    column centering, so it may also start from ``xc``.
+    """
+    gram = xc @ xc.T
+    return _u_center(gram) if unbiased else gram
+
+
+def _hsic_scale(n: int, unbiased: bool) -> float:
+    return 1.0 / (n * (n - 3)) if unbiased else 1.0 / (n - 1) ** 2
+
+
+def _feature_space_cheaper(n: int, dx: int, dy: int) -> bool:
+    """Compare flop counts: d x d cross-covariances vs n x n Gram matrices."""
+    return dx * dy + dx * dx + dy * dy < n * (dx + dy)
+
+
+def _hsic_terms_features(xc: Tensor, yc: Tensor, unbiased: bool) -> tuple[float, float, float]:
+    """(HSIC(K,L), HSIC(K,K), HSIC(L,L)) from ``d x d`` products; needs column-centered input.
+
+    Biased: ``tr(KHLH) = ||Y^T X||_F^2``. Unbiased: with centered data ``K 1 = 0``, so with
+    ``k = diag(K)``: ``tr(K~L~) = ||Y^T X||_F^2 - k.l``, ``1'K~1 = -sum(k)``, ``K~1 = -k``,
+    which turns Song et al.'s formula into ``d x d`` products plus ``O(n)`` corrections.
+    """
+    n = xc.shape[0]
+    scale = _hsic_scale(n, unbiased)
+    cross = torch.linalg.matrix_norm(yc.T @ xc) ** 2
+    self_x = torch.linalg.matrix_norm(xc.T @ xc) ** 2
+    self_y = torch.linalg.matrix_norm(yc.T @ yc) ** 2
+    if not unbiased:
+        return float(cross * scale), float(self_x * scale), float(self_y * scale)
+
+    kx = (xc * xc).sum(dim=1)
+    ky = (yc * yc).sum(dim=1)
+
+    def song(frob2: Tensor, a: Tensor, b: Tensor) -> float:
+        ab = a @ b
+        value = frob2 - ab + a.sum() * b.sum() / ((n - 1) * (n - 2)) - 2.0 * ab / (n - 2)
+        return float(value * scale)
+
+    return song(cross, kx, ky), song(self_x, kx, kx), song(self_y, ky, ky)
+
+
+def _hsic_terms_gram(xc: Tensor, yc: Tensor, unbiased: bool) -> tuple[float, float, float]:
+    """(HSIC(K,L), HSIC(K,K), HSIC(L,L)) from ``n x n`` (centered or U-centered) Gram matrices."""
+    n = xc.shape[0]
+    scale = _hsic_scale(n, unbiased)
+    gx = _centered_gram(xc, unbiased)
+    gy = _centered_gram(yc, unbiased)
+    return (
+        float((gx * gy).sum() * scale),
+        float((gx * gx).sum() * scale),
+        float((gy * gy).sum() * scale),
+    )
+
+
+def _linear_hsic_terms(
+    x: Any, y: Any, *, unbiased: bool, method: str = "auto"
+) -> tuple[float, float, float]:
+    """Validated (HSIC(K,L), HSIC(K,K), HSIC(L,L)); ``method`` is "auto", "features" or "gram"."""
+    xm, ym = _as_matrix(x, "x"), _as_matrix(y, "y")
+    n = _common_n([xm, ym], ["x", "y"])
+    _check_n(n, unbiased)
+    xc, yc = _center(xm, "x"), _center(ym, "y")
+    if method == "auto":
+        method = "features" if _feature_space_cheaper(n, xc.shape[1], yc.shape[1]) else "gram"
+    if method == "features":
+        return _hsic_terms_features(xc, yc, unbiased)
+    if method == "gram":
+        return _hsic_terms_gram(xc, yc, unbiased)
+    raise ValueError(f"unknown method {method!r}; expected 'auto', 'features' or 'gram'")
+
+
+def _check_self_hsic(value: float, name: str) -> None:
+    if not value > 0.0:
+        raise ValueError(
+            f"HSIC of {name} with itself is {value:.3g} (not positive): its representation has "
+            "no usable variance (constant or degenerate activations), so CKA is undefined"
+        )
+
+
+def _normalize_matrix(
+    cross: Tensor, self_a: Tensor, self_b: Tensor, name_a: str, name_b: str
+) -> Tensor:
+    for values, name in ((self_a, name_a), (self_b, name_b)):
+        bad = torch.nonzero(~(values > 0.0)).flatten()
+        if bad.numel():
+            i = int(bad[0])
+            _check_self_hsic(float(values[i]), f"{name}[{i}]")
+    return cross / torch.sqrt(self_a[:, None] * self_b[None, :])
+
+
+def _stacked_grams(
+    activations: Sequence[Any], unbiased: bool, name: str, *, allow_constant: bool = False
+) -> tuple[Tensor, int]:
+    """Validate a list of layers; return their centered / U-centered Grams (``L x n^2``), n."""
+    if isinstance(activations, Tensor | np.ndarray):
+        raise ValueError(
+            f"{name} must be a sequence of per-layer activations, got a single array; "
+            "wrap it in a list"
+        )
+    layers = list(activations)
+    if not layers:
+        raise ValueError(f"{name} is an empty list of layers")
+    names = [f"{name}[{i}]" for i in range(len(layers))]
+    mats = [_as_matrix(a, nm) for a, nm in zip(layers, names, strict=True)]
+    n = _common_n(mats, names)
+    _check_n(n, unbiased)
+    device = mats[0].device
+    out = torch.empty(len(mats), n * n, dtype=torch.float64, device=device)
+    for i, (m, nm) in enumerate(zip(mats, names, strict=True)):
+        xc = _center(m.to(device), nm, allow_constant=allow_constant)
+        out[i] = _centered_gram(xc, unbiased).reshape(-1)
+    return out, n
+
+
+# ----------------------------------------------------------------------------------------------
+# Public API
+# ----------------------------------------------------------------------------------------------
+
+
+def linear_cka(x: Any, y: Any, *, unbiased: bool = False) -> float:
+    """Linear CKA between two activation matrices with the same examples.
+
+    Computes ``HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L))`` for ``K = X X^T``, ``L = Y Y^T``
+    (Kornblith et al. 2019, "Similarity of Neural Network Representations Revisited").
+    ``unbiased=False`` uses the biased HSIC with centered Gram matrices; ``unbiased=True``
+    uses the unbiased HSIC1 of Song et al. 2012, as in the minibatch CKA of Nguyen, Raghu &
+    Kornblith 2021 (needs at least 4 examples). ``x``: ``(n, ...)`` and ``y``: ``(n, ...)``,
+    torch tensors or numpy arrays; trailing dims are flattened. Computed in float64, in feature
+    space (``||Y^T X||_F^2``) when that is cheaper than ``n x n`` Gram matrices; both routes give
+    the same value.
+
+    Raises ``ValueError`` for mismatched numbers of examples, constant activations, too few
+    examples, or non-finite values.
+
+    >>> import torch
+    >>> x = torch.randn(50, 8, generator=torch.Generator().manual_seed(0))
+    >>> round(linear_cka(x, 3.0 * x), 6)
+    1.0
+    >>> q, _ = torch.linalg.qr(torch.randn(8, 8, generator=torch.Generator().manual_seed(1)))
+    >>> round(linear_cka(x, x @ q, unbiased=True), 6)
+    1.0
+    """
+    hxy, hxx, hyy = _linear_hsic_terms(x, y, unbiased=unbiased)
+    _check_self_hsic(hxx, "x")
+    _check_self_hsic(hyy, "y")
+    return hxy / float(np.sqrt(hxx * hyy))
+
+
+def cka_matrix(activations: Sequence[Any], *, unbiased: bool = False) -> Tensor:
+    """Linear CKA between every pair of layers, as an ``L x L`` float64 tensor.
+
+    Each layer's centered (biased) or U-centered (unbiased) Gram matrix is formed once; the
+    ``L`` Grams are flattened into ``G`` (``L x n^2``) and all HSIC values come from the single
+    product ``G G^T``, then are normalized. Equals ``linear_cka(a_i, a_j, unbiased=...)`` for
+    every pair (Kornblith et al. 2019; unbiased form: Song et al. 2012 / Nguyen et al. 2021).
+    All layers must share the same ``n`` examples; widths may differ. Memory is
+    ``O(L n^2)``.
+
+    >>> import torch
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x = torch.randn(40, 6, generator=g)
+    >>> m = cka_matrix([x, 2 * x, torch.randn(40, 3, generator=g)])
+    >>> m.shape, round(float(m[0, 1]), 6)
+    (torch.Size([3, 3]), 1.0)
+    """
+    grams, _ = _stacked_grams(activations, unbiased, "activations")
+    cross = grams @ grams.T
+    cross = 0.5 * (cross + cross.T)
+    diag = torch.diagonal(cross).clone()
+    return _normalize_matrix(cross, diag, diag, "activations", "activations")
+
+
+class MinibatchCKA:
+    """Accumulating minibatch linear CKA (Nguyen, Raghu & Kornblith 2021).
+
+    Over batches ``b`` with Grams ``K_b`` (layer from list A) and ``L_b`` (layer from list B):
+    ``CKA = sum_b HSIC1(K_b, L_b) / sqrt(sum_b HSIC1(K_b, K_b) * sum_b HSIC1(L_b, L_b))``,
+    with ``HSIC1`` the unbiased estimator of Song et al. 2012 (each batch needs >= 4
+    examples). Every ``update`` handles all ``L_A x L_B`` pairs with one matrix product of
+    flattened U-centered Gram matrices. ``acts_b`` defaults to ``acts_a`` (self-similarity);
+    that choice and the layer counts must stay the same across updates. A layer that is
+    constant within one batch just contributes zero to that batch.
+
+    >>> import torch
+    >>> g = torch.Generator().manual_seed(0)
+    >>> metric = MinibatchCKA()
+    >>> for _ in range(3):
+    ...     x = torch.randn(32, 5, generator=g)
+    ...     metric.update([x, 2 * x])
+    >>> [round(v, 6) for v in metric.compute().flatten().tolist()]
+    [1.0, 1.0, 1.0, 1.0]
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all accumulated batches."""
+        self._cross: Tensor | None = None
+        self._self_a: Tensor | None = None
+        self._self_b: Tensor | None = None
+        self._shared: bool | None = None
+        self.num_batches = 0
+        self.num_examples = 0
+
+    def update(self, acts_a: Sequence[Any], acts_b: Sequence[Any] | None = None) -> None:
+        """Add one minibatch: per-layer activations for list A (and optionally list B)."""
+        shared = acts_b is None
+        if self._shared is not None and shared != self._shared:
+            raise ValueError(
+                "acts_b must be given in every update or in none (it defaults to acts_a)"
+            )
+        grams_a, n = _stacked_grams(acts_a, True, "acts_a", allow_constant=True)
+        scale = _hsic_scale(n, True)
+        if shared:
+            cross = (grams_a @ grams_a.T) * scale
+            cross = 0.5 * (cross + cross.T)
+            self_a = torch.diagonal(cross).clone()
+            self_b = self_a
+        else:
+            grams_b, n_b = _stacked_grams(acts_b, True, "acts_b", allow_constant=True)
+            if n_b != n:
+                raise ValueError(
+                    f"mismatched numbers of examples: acts_a has {n} but acts_b has {n_b}"
+                )
+            grams_b = grams_b.to(grams_a.device)
+            cross = (grams_a @ grams_b.T) * scale
+            self_a = (grams_a * grams_a).sum(dim=1) * scale
+            self_b = (grams_b * grams_b).sum(dim=1) * scale
+        if self._cross is None:
+            self._cross, self._self_a, self._self_b = cross, self_a, self_b
+            self._shared = shared
+        else:
+            if cross.shape != self._cross.shape:
+                raise ValueError(
+                    f"layer counts changed between updates: expected {tuple(self._cross.shape)} "
+                    f"(A x B), got {tuple(cross.shape)}"
+                )
+            dev = self._cross.device
+            self._cross = self._cross + cross.to(dev)
+            self._self_a = self._self_a + self_a.to(dev)
+            self._self_b = self._self_b + self_b.to(dev)
+        self.num_batches += 1
+        self.num_examples += n
+
+    def compute(self) -> Tensor:
+        """Return the ``L_A x L_B`` float64 minibatch CKA matrix of everything seen so far."""
+        if self._cross is None:
+            raise RuntimeError("MinibatchCKA.compute() called before any update()")
+        name_b = "acts_a" if self._shared else "acts_b"
+        return _normalize_matrix(self._cross, self._self_a, self._self_b, "acts_a", name_b)
+
+
+_END = object()
+
+
+def minibatch_cka(
+    batches_a: Iterable[Sequence[Any]], batches_b: Iterable[Sequence[Any]] | None = None
+) -> Tensor:
+    """Functional twin of :class:`MinibatchCKA`: minibatch CKA over an iterable of batches.
+
+    Each element of ``batches_a`` is a list of per-layer activations for one minibatch;
+    ``batches_b`` (same number of batches) defaults to ``batches_a``. Returns the
+    ``L_A x L_B`` matrix ``sum_b HSIC1(K_b, L_b) / sqrt(sum_b HSIC1(K_b, K_b) sum_b
+    HSIC1(L_b, L_b))`` (Nguyen, Raghu & Kornblith 2021).
+
+    >>> import torch
+    >>> g = torch.Generator().manual_seed(0)
+    >>> batches = [[torch.randn(16, 4, generator=g)] for _ in range(2)]
+    >>> round(float(minibatch_cka(batches)[0, 0]), 6)
+    1.0
+    """
+    metric = MinibatchCKA()
+    if batches_b is None:
+        for acts_a in batches_a:
+            metric.update(acts_a)
+    else:
+        it_b = iter(batches_b)
+        for acts_a in batches_a:
+            acts_b = next(it_b, _END)
+            if acts_b is _END:
+                raise ValueError("batches_b has fewer batches than batches_a")
+            metric.update(acts_a, acts_b)
+        if next(it_b, _END) is not _END:
+            raise ValueError("batches_b has more batches than batches_a")
+    if metric.num_batches == 0:
+        raise ValueError("no batches given to minibatch_cka")
+    return metric.compute()

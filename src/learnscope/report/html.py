@@ -1,0 +1,150 @@
+"""Self-contained HTML reports: plotly.js is embedded once, so a report opens offline."""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from learnscope.studies.base import Analysis, Table
+
+_CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;color:#222;
+background:#fafafa}
+main{max-width:1100px;margin:0 auto;padding:24px}
+h1{font-size:26px;margin:8px 0 4px} h2{font-size:21px;border-bottom:2px solid #ddd;
+padding-bottom:4px;margin-top:36px} h3{font-size:16px;margin:20px 0 6px}
+.meta{color:#666;font-size:13px} .card{background:#fff;border:1px solid #e3e3e3;
+border-radius:6px;padding:12px 16px;margin:12px 0}
+table{border-collapse:collapse;font-size:13px;margin:6px 0} th,td{border:1px solid #ddd;
+padding:4px 8px;text-align:left;vertical-align:top} th{background:#f0f0f0}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+.badge{display:inline-block;padding:2px 10px;border-radius:12px;font-weight:600;font-size:13px}
+.reproduced,.holds{background:#d4f4dd;color:#11602a} .partial{background:#fff1c2;color:#7a5a00}
+.not-reproduced,.fails{background:#fbd5d5;color:#8a1c1c} .info{background:#e7eefc;color:#23427a}
+details{margin:8px 0} code{background:#f3f3f3;padding:1px 4px;border-radius:3px}
+nav a{margin-right:12px}
+"""
+
+
+@dataclass
+class StudySection:
+    """Everything the report shows about one run of one study."""
+
+    study: str
+    title: str
+    source: str
+    run_id: str
+    verdict: str
+    config: dict[str, Any]
+    claims: list[dict[str, Any]]
+    figures: list[Any] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_result(cls, result: dict[str, Any], analysis: Analysis) -> StudySection:
+        return cls(result["study"], result.get("title", result["study"]),
+                   result.get("source", ""), result.get("run_id", ""), result["verdict"],
+                   result["config"], result["claims"], analysis.figures, analysis.tables,
+                   analysis.notes, result.get("metrics", {}), result.get("timings", {}))
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list):
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={_fmt(x)}" for k, x in v.items())
+    return str(v)
+
+
+def _table_html(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    body = []
+    for row in rows:
+        cells = []
+        for v in row:
+            cls = ' class="num"' if isinstance(v, int | float) else ""
+            cells.append(f"<td{cls}>{html.escape(_fmt(v))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _claims_html(claims: list[dict[str, Any]]) -> str:
+    rows = []
+    for c in claims:
+        state = "holds" if c["holds"] else "fails"
+        gate = "" if c.get("gating", True) else ' <span class="badge info">not gating</span>'
+        rows.append(
+            f"<tr><td><code>{html.escape(c['id'])}</code></td>"
+            f"<td>{html.escape(c['statement'])}{gate}</td>"
+            f"<td>{html.escape(_fmt(c['measured']))}</td>"
+            f"<td>{html.escape(c['threshold'])}</td>"
+            f"<td><span class='badge {state}'>{state}</span></td></tr>")
+    return ("<table><tr><th>claim</th><th>statement</th><th>measured</th><th>expected</th>"
+            f"<th>result</th></tr>{''.join(rows)}</table>")
+
+
+def _section_html(s: StudySection, index: int) -> str:
+    parts = [f"<h2 id='s{index}'>{html.escape(s.title)} "
+             f"<span class='badge {s.verdict.replace(' ', '-')}'>{html.escape(s.verdict)}</span>"
+             "</h2>",
+             f"<div class='meta'>study <code>{html.escape(s.study)}</code> · run "
+             f"<code>{html.escape(s.run_id)}</code> · source: {html.escape(s.source)}</div>",
+             "<h3>Claims</h3>", _claims_html(s.claims)]
+    if s.notes:
+        parts.append("<div class='card'>" + "".join(f"<p>{html.escape(n)}</p>" for n in s.notes)
+                     + "</div>")
+    if s.figures:
+        parts.append("<h3>Figures</h3>")
+        for fig in s.figures:
+            parts.append("<div class='card'>" + fig.to_html(full_html=False,
+                                                             include_plotlyjs=False) + "</div>")
+    for t in s.tables:
+        parts.append(f"<h3>{html.escape(t.title)}</h3>" + _table_html(t.columns, t.rows))
+    parts.append("<details><summary>Resolved configuration</summary>"
+                 + _table_html(["field", "value"], [[k, v] for k, v in s.config.items()])
+                 + "</details>")
+    if s.timings:
+        parts.append("<details><summary>Timings</summary>"
+                     + _table_html(["what", "seconds"], [[k, v] for k, v in s.timings.items()])
+                     + "</details>")
+    if s.metrics:
+        parts.append("<details><summary>Metrics (as in result.json)</summary><pre>"
+                     + html.escape(json.dumps(s.metrics, indent=1, default=str)[:200_000])
+                     + "</pre></details>")
+    return "\n".join(parts)
+
+
+def render(sections: Sequence[StudySection], *, title: str) -> str:
+    from plotly.offline import get_plotlyjs
+
+    nav = ""
+    if len(sections) > 1:
+        rows = [[s.title, s.verdict, sum(c["holds"] for c in s.claims), len(s.claims)]
+                for s in sections]
+        nav = ("<h2>Summary</h2>"
+               + _table_html(["study", "verdict", "claims holding", "claims"], rows)
+               + "<nav>" + "".join(f"<a href='#s{i}'>{html.escape(s.study)}</a>"
+                                   for i, s in enumerate(sections)) + "</nav>")
+    body = "\n".join(_section_html(s, i) for i, s in enumerate(sections))
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+            f"</title><style>{_CSS}</style><script type='text/javascript'>{get_plotlyjs()}"
+            f"</script></head><body><main><h1>{html.escape(title)}</h1>{nav}{body}</main>"
+            "</body></html>")
+
+
+def write_report(path: str | Path, sections: Sequence[StudySection], *, title: str) -> Path:
+    """Write a self-contained report; the file appears only when complete."""
+    path = Path(path)
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(render(sections, title=title), encoding="utf-8")
+    tmp.replace(path)
+    return path

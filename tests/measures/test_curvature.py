@@ -1,0 +1,354 @@
+"""Oracle tests for learnscope.measures.curvature (HVP, power iteration, Hutchinson)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from learnscope.measures.curvature import (
+    EigenResult,
+    TraceResult,
+    hessian_trace,
+    hessian_vector_product,
+    top_hessian_eigenvalue,
+)
+
+torch.set_num_threads(1)
+DT = torch.float64
+
+
+# ---------------------------------------------------------------- model-untouched helpers
+
+
+def snapshot(model: nn.Module) -> dict:
+    return {
+        "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "ptrs": {k: v.data_ptr() for k, v in model.state_dict().items()},
+        "training": {n: m.training for n, m in model.named_modules()},
+        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
+        "grad": {
+            n: None if p.grad is None else p.grad.detach().clone()
+            for n, p in model.named_parameters()
+        },
+        "hooks": {
+            n: (
+                len(m._forward_hooks),
+                len(m._forward_pre_hooks),
+                len(m._backward_hooks),
+                len(m._backward_pre_hooks),
+                len(m._state_dict_hooks),
+                len(m._load_state_dict_pre_hooks),
+            )
+            for n, m in model.named_modules()
+        },
+        "param_hooks": {
+            n: getattr(p, "_backward_hooks", None) for n, p in model.named_parameters()
+        },
+    }
+
+
+def assert_unchanged(model: nn.Module, snap: dict) -> None:
+    now = snapshot(model)
+    assert now["state"].keys() == snap["state"].keys()
+    for k, v in snap["state"].items():
+        assert now["state"][k].dtype == v.dtype and now["state"][k].device == v.device, k
+        assert torch.equal(now["state"][k], v), k
+    assert now["ptrs"] == snap["ptrs"]
+    assert now["training"] == snap["training"]
+    assert now["requires_grad"] == snap["requires_grad"]
+    for k, g in snap["grad"].items():
+        if g is None:
+            assert now["grad"][k] is None, k
+        else:
+            assert torch.equal(now["grad"][k], g), k
+    assert now["hooks"] == snap["hooks"]
+    assert now["param_hooks"] == snap["param_hooks"]
+
+
+def with_grads(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """Give the model non-trivial .grad fields, so that 'unchanged' is a real check."""
+    model(x).square().sum().backward()
+    return model
+
+
+# ---------------------------------------------------------------- test models
+
+
+class Quadratic(nn.Module):
+    """forward returns the parameter; with `quad_loss` the loss is 0.5 w^T A w (Hessian A)."""
+
+    def __init__(self, w: torch.Tensor) -> None:
+        super().__init__()
+        self.w = nn.Parameter(w.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w
+
+
+def quad_loss(out: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    return 0.5 * out @ a @ out
+
+
+class Diagonal(nn.Module):
+    """out = w * x; with 0.5 * sum(out^2) the Hessian is diag(x^2)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.linspace(-1, 1, n, dtype=DT))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w * x
+
+
+def half_sq(out: torch.Tensor, _t: torch.Tensor) -> torch.Tensor:
+    return 0.5 * out.square().sum()
+
+
+def sym_with_spectrum(eigs: list[float], seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(len(eigs), len(eigs), generator=g, dtype=DT))
+    return q @ torch.diag(torch.tensor(eigs, dtype=DT)) @ q.T
+
+
+def linear_problem(seed: int = 0, n: int = 40, d: int = 5):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g, dtype=DT) * torch.linspace(0.5, 2.0, d, dtype=DT)
+    y = torch.randn(n, 1, generator=g, dtype=DT)
+    torch.manual_seed(seed)
+    model = nn.Linear(d, 1).double()
+    xa = torch.cat([x, torch.ones(n, 1, dtype=DT)], dim=1)  # [X 1]
+    hess = 2.0 * xa.T @ xa / n  # Hessian of mean((Xw + b - y)^2) wrt (w, b)
+    return model, x, y, hess
+
+
+def tiny_mlp(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2)).double()  # 32 params
+
+
+def dense_hessian(model: nn.Module, loss_fn, x, y) -> torch.Tensor:
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    params = [p.detach() for n, p in model.named_parameters() if p.requires_grad]
+    shapes = [p.shape for p in params]
+    sizes = [p.numel() for p in params]
+    flat0 = torch.cat([p.reshape(-1) for p in params])
+
+    def f(flat):
+        chunks = torch.split(flat, sizes)
+        pd = {n: c.reshape(s) for n, c, s in zip(names, chunks, shapes, strict=True)}
+        return loss_fn(functional_call(model, pd, (x,)), y)
+
+    return torch.autograd.functional.hessian(f, flat0)
+
+
+def flat(ts) -> torch.Tensor:
+    return torch.cat([t.reshape(-1) for t in ts])
+
+
+def mlp_data(seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(24, 3, generator=g, dtype=DT), torch.randn(24, 2, generator=g, dtype=DT)
+
+
+# ---------------------------------------------------------------- HVP
+
+
+def test_hvp_linear_mse_matches_closed_form():
+    model, x, y, hess = linear_problem()
+    with_grads(model, x)
+    snap = snapshot(model)
+    g = torch.Generator().manual_seed(3)
+    v = [torch.randn(1, 5, generator=g, dtype=DT), torch.randn(1, generator=g, dtype=DT)]
+    hv = hessian_vector_product(model, nn.MSELoss(), x, y, v)
+    assert [h.shape for h in hv] == [torch.Size([1, 5]), torch.Size([1])]
+    torch.testing.assert_close(flat(hv), hess @ flat(v), rtol=1e-12, atol=1e-12)
+    # mapping form gives the same
+    hv2 = hessian_vector_product(model, nn.MSELoss(), x, y, {"weight": v[0], "bias": v[1]})
+    torch.testing.assert_close(flat(hv2), flat(hv))
+    assert_unchanged(model, snap)
+
+
+def test_hvp_tiny_mlp_matches_dense_hessian():
+    model = tiny_mlp()
+    x, y = mlp_data()
+    loss_fn = nn.MSELoss()
+    h = dense_hessian(model, loss_fn, x, y)
+    snap = snapshot(model)
+    g = torch.Generator().manual_seed(5)
+    v = [torch.randn(p.shape, generator=g, dtype=DT) for p in model.parameters()]
+    hv = hessian_vector_product(model, loss_fn, x, y, v)
+    torch.testing.assert_close(flat(hv), h @ flat(v), rtol=1e-10, atol=1e-12)
+    assert_unchanged(model, snap)
+
+
+def test_hvp_frozen_parameter_is_held_fixed():
+    model, x, y, hess = linear_problem()
+    model.bias.requires_grad_(False)
+    snap = snapshot(model)
+    v = [torch.ones(1, 5, dtype=DT)]
+    hv = hessian_vector_product(model, nn.MSELoss(), x, y, v)
+    assert len(hv) == 1
+    torch.testing.assert_close(hv[0].reshape(-1), hess[:5, :5] @ torch.ones(5, dtype=DT))
+    assert_unchanged(model, snap)
+
+
+def test_hvp_under_no_grad_and_with_batchnorm_in_train_mode():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 1)).double()
+    model.train()
+    x, y = torch.randn(16, 3, dtype=DT), torch.randn(16, 1, dtype=DT)
+    with_grads(model, x)
+    snap = snapshot(model)  # running stats must not move although BN is in train mode
+    v = [torch.ones_like(p) for p in model.parameters()]
+    with torch.no_grad():
+        hv = hessian_vector_product(model, nn.MSELoss(), x, y, v)
+    h = dense_hessian(copy.deepcopy(model), nn.MSELoss(), x, y)
+    torch.testing.assert_close(flat(hv), h @ flat(v), rtol=1e-10, atol=1e-12)
+    assert_unchanged(model, snap)
+
+
+def test_hvp_rejects_bad_vectors():
+    model, x, y, _ = linear_problem()
+    ok = [torch.ones(1, 5, dtype=DT), torch.ones(1, dtype=DT)]
+    with pytest.raises(ValueError, match="non-finite"):
+        hessian_vector_product(
+            model, nn.MSELoss(), x, y, [ok[0], torch.tensor([float("nan")], dtype=DT)]
+        )
+    with pytest.raises(ValueError, match="shape"):
+        hessian_vector_product(model, nn.MSELoss(), x, y, [torch.ones(5, dtype=DT), ok[1]])
+    with pytest.raises(ValueError, match="2 trainable"):
+        hessian_vector_product(model, nn.MSELoss(), x, y, ok[:1])
+    with pytest.raises(ValueError, match="keys"):
+        hessian_vector_product(model, nn.MSELoss(), x, y, {"weight": ok[0]})
+    with pytest.raises(ValueError, match="scalar"):
+        hessian_vector_product(model, nn.MSELoss(reduction="none"), x, y, ok)
+
+
+def test_dropout_in_training_mode_is_refused():
+    model = nn.Sequential(nn.Linear(3, 3), nn.Dropout(0.5), nn.Linear(3, 1)).double()
+    x, y = torch.randn(4, 3, dtype=DT), torch.randn(4, 1, dtype=DT)
+    with pytest.raises(ValueError, match="Dropout"):
+        top_hessian_eigenvalue(model, nn.MSELoss(), x, y)
+    model.eval()  # fine in eval mode
+    assert isinstance(top_hessian_eigenvalue(model, nn.MSELoss(), x, y, iters=3), EigenResult)
+
+
+# ---------------------------------------------------------------- power iteration
+
+
+def test_power_iteration_equals_dense_eigendecomposition_linear():
+    model, x, y, hess = linear_problem()
+    with_grads(model, x)
+    snap = snapshot(model)
+    res = top_hessian_eigenvalue(model, nn.MSELoss(), x, y, iters=500, tol=1e-10, generator=0)
+    expected = float(torch.linalg.eigvalsh(hess)[-1])
+    assert res.converged and res.iterations < 500
+    assert res.tol == 1e-10
+    assert res.value == pytest.approx(expected, rel=1e-8)
+    assert_unchanged(model, snap)
+
+
+def test_power_iteration_finds_largest_magnitude_negative_eigenvalue():
+    a = sym_with_spectrum([3.0, 1.0, -6.0, 0.5], seed=2)
+    model = Quadratic(torch.tensor([0.3, -0.2, 0.1, 0.4], dtype=DT))
+    res = top_hessian_eigenvalue(model, quad_loss, torch.zeros(1), a, iters=500, tol=1e-12)
+    assert res.converged
+    assert res.value == pytest.approx(-6.0, rel=1e-8)  # largest |lambda|, not largest lambda
+
+
+def test_power_iteration_equals_dense_hessian_tiny_mlp():
+    model = tiny_mlp()
+    x, y = mlp_data()
+    loss_fn = nn.MSELoss()
+    eigs = torch.linalg.eigvalsh(dense_hessian(model, loss_fn, x, y))
+    by_mag = eigs[eigs.abs().argsort(descending=True)]
+    assert abs(by_mag[1]) / abs(by_mag[0]) < 0.95  # a gap, so the oracle is meaningful
+    snap = snapshot(model)
+    rng_before = torch.get_rng_state()
+    gen = torch.Generator().manual_seed(11)
+    res = top_hessian_eigenvalue(model, loss_fn, x, y, iters=2000, tol=1e-12, generator=gen)
+    assert torch.equal(torch.get_rng_state(), rng_before)  # global RNG untouched
+    assert res.converged
+    assert res.value == pytest.approx(float(by_mag[0]), rel=1e-7)
+    assert_unchanged(model, snap)
+
+
+def test_power_iteration_reports_non_convergence_and_is_reproducible():
+    model = tiny_mlp()
+    x, y = mlp_data()
+    r1 = top_hessian_eigenvalue(model, nn.MSELoss(), x, y, iters=2, tol=0.0, generator=7)
+    r2 = top_hessian_eigenvalue(model, nn.MSELoss(), x, y, iters=2, tol=0.0, generator=7)
+    assert not r1.converged and r1.iterations == 2
+    assert r1 == r2
+    with pytest.raises(ValueError):
+        top_hessian_eigenvalue(model, nn.MSELoss(), x, y, iters=0)
+
+
+def test_non_finite_loss_is_reported():
+    model = Quadratic(torch.ones(3, dtype=DT))
+
+    def bad(out, t):
+        return (out * float("nan")).square().sum()
+
+    with pytest.raises(ValueError, match="non-finite"):
+        top_hessian_eigenvalue(model, bad, torch.zeros(1), None)
+    with pytest.raises(ValueError, match="non-finite"):
+        hessian_trace(model, bad, torch.zeros(1), None, samples=2)
+
+
+def test_zero_hessian():
+    # loss linear in the parameter: H == 0
+    model = Quadratic(torch.ones(3, dtype=DT))
+    res = top_hessian_eigenvalue(model, lambda out, t: out.sum(), torch.zeros(1), None)
+    assert res.value == 0.0 and res.converged
+    tr = hessian_trace(model, lambda out, t: out.sum(), torch.zeros(1), None, samples=3)
+    assert tr.value == 0.0 and tr.std_error == 0.0
+
+
+# ---------------------------------------------------------------- Hutchinson
+
+
+def test_hutchinson_rademacher_is_exact_for_diagonal_hessian():
+    model = Diagonal(7)
+    x = torch.linspace(0.5, 3.0, 7, dtype=DT)
+    snap = snapshot(model)
+    res = hessian_trace(model, half_sq, x, None, samples=5, generator=1)
+    assert isinstance(res, TraceResult) and res.samples == 5
+    assert res.value == pytest.approx(float(x.square().sum()), rel=1e-14)
+    assert res.std_error == pytest.approx(0.0, abs=1e-12)
+    # Gaussian probes are not exact on the same problem
+    res_g = hessian_trace(model, half_sq, x, None, samples=5, generator=1, distribution="gaussian")
+    assert res_g.std_error > 0.1
+    assert_unchanged(model, snap)
+
+
+@pytest.mark.parametrize("distribution", ["rademacher", "gaussian"])
+def test_hutchinson_within_three_standard_errors(distribution):
+    model = tiny_mlp()
+    x, y = mlp_data()
+    loss_fn = nn.MSELoss()
+    exact = float(torch.trace(dense_hessian(model, loss_fn, x, y)))
+    snap = snapshot(model)
+    rng_before = torch.get_rng_state()
+    res = hessian_trace(model, loss_fn, x, y, samples=400, generator=123, distribution=distribution)
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    assert 0 < res.std_error < 0.2 * abs(exact)
+    assert abs(res.value - exact) < 3 * res.std_error
+    assert_unchanged(model, snap)
+
+
+def test_hutchinson_quadratic_and_errors():
+    a = sym_with_spectrum([3.0, 1.0, -6.0, 0.5], seed=4)
+    model = Quadratic(torch.zeros(4, dtype=DT))
+    res = hessian_trace(model, quad_loss, torch.zeros(1), a, samples=2000, generator=0)
+    assert abs(res.value - float(torch.trace(a))) < 3 * res.std_error
+    one = hessian_trace(model, quad_loss, torch.zeros(1), a, samples=1)
+    assert one.std_error != one.std_error  # nan for a single sample
+    with pytest.raises(ValueError):
+        hessian_trace(model, quad_loss, torch.zeros(1), a, samples=0)
+    with pytest.raises(ValueError, match="distribution"):
+        hessian_trace(model, quad_loss, torch.zeros(1), a, distribution="uniform")
