@@ -176,7 +176,8 @@ def run_study(name: str, *, quick: bool = False, overrides: Mapping[str, Any] | 
         run_dir = run.run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         if write_report:
-            from learnscope.report.html import StudySection, write_report as _write
+            from learnscope.report.html import StudySection
+            from learnscope.report.html import write_report as _write
 
             t_rep = time.perf_counter()
             _write(run_dir / "report.html", [StudySection.from_result(result, analysis)],
@@ -190,7 +191,8 @@ def run_study(name: str, *, quick: bool = False, overrides: Mapping[str, Any] | 
 
 def rebuild_report(run_dir: str | Path) -> Path:
     """Re-analyse a stored run from the store alone and rewrite its ``report.html``."""
-    from learnscope.report.html import StudySection, write_report as _write
+    from learnscope.report.html import StudySection
+    from learnscope.report.html import write_report as _write
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

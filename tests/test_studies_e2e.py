@@ -1,0 +1,76 @@
+"""Both studies end to end at --quick: real training, claims computed from the run."""
+
+import json
+import re
+
+import pytest
+
+from learnscope.cli import main
+from learnscope.studies import get_study, study_names
+
+
+@pytest.fixture(scope="module")
+def quick_runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    results = {}
+    for name in ("double-descent", "random-labels"):
+        assert main(["run", name, "--quick", "--out", str(out)]) == 0
+        (run_dir,) = (out / name).iterdir()
+        results[name] = (run_dir, json.loads((run_dir / "result.json").read_text()))
+    return out, results
+
+
+@pytest.mark.parametrize("name", ["double-descent", "random-labels"])
+def test_quick_run_reproduces(quick_runs, name):
+    _, results = quick_runs
+    run_dir, result = results[name]
+    for key in ("study", "config", "claims", "verdict", "metrics", "timings", "versions"):
+        assert key in result
+    assert result["verdict"] == "reproduced", [c for c in result["claims"] if not c["holds"]]
+    assert all({"id", "statement", "measured", "threshold", "holds"} <= set(c)
+               for c in result["claims"])
+    assert result["timings"]["total_s"] < 120
+
+
+def test_double_descent_numbers_are_measured(quick_runs):
+    _, results = quick_runs
+    m = results["double-descent"][1]["metrics"]
+    rf = {int(k): v for k, v in m["median_test_mse_rf_noisy"].items()}
+    assert max(rf, key=rf.get) == 100
+    assert rf[100] > 10 * rf[10]
+
+
+def test_random_labels_numbers_are_measured(quick_runs):
+    _, results = quick_runs
+    m = results["random-labels"][1]["metrics"]
+    assert 0.0 < m["test_acc_random_labels"] < 0.2
+    assert m["epochs_ratio_random_over_clean"] > 1.0
+
+
+def test_report_is_self_contained(quick_runs):
+    _, results = quick_runs
+    for run_dir, _ in results.values():
+        html = (run_dir / "report.html").read_text()
+        assert "Plotly" in html and len(html) > 1_000_000  # plotly.js embedded
+        assert not re.search(r"<script[^>]+src=", html)  # no CDN or external scripts
+        assert "Claims" in html and "holds" in html
+
+
+def test_report_command_rebuilds_from_store(quick_runs, capsys):
+    _, results = quick_runs
+    run_dir, _ = results["double-descent"]
+    (run_dir / "report.html").unlink()
+    assert main(["report", str(run_dir)]) == 0
+    assert (run_dir / "report.html").stat().st_size > 1_000_000
+
+
+def test_every_study_has_docs_and_quick_size():
+    for name in study_names():
+        s = get_study(name)
+        assert s.title and s.summary and s.source and s.quick
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["double-descent", "random-labels"])
+def test_default_size_reproduces(name, tmp_path):
+    assert main(["run", name, "--out", str(tmp_path), "--json"]) == 0
