@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,12 +35,13 @@ def line_figure(title: str, series: Sequence[Series], *, x_title: str, y_title: 
         if s.lo is not None and s.hi is not None:
             fig.add_trace(go.Scatter(
                 x=list(s.x) + list(s.x)[::-1], y=list(s.hi) + list(s.lo)[::-1], fill="toself",
-                fillcolor=_rgba(color, 0.15), line={"width": 0}, hoverinfo="skip",
+                fillcolor=_rgba(color, 0.15), line={"width": 0}, mode="lines", hoverinfo="skip",
                 showlegend=False, name=f"{s.name} spread"))
         fig.add_trace(go.Scatter(x=list(s.x), y=list(s.y), name=s.name, mode=s.mode,
                                  line={"color": color, "dash": s.dash}, marker={"size": 5}))
     for x, label in vlines:
-        fig.add_vline(x=x, line={"dash": "dot", "color": "#555"}, annotation_text=label,
+        # Shapes on a log axis are placed in log10 units.
+        fig.add_vline(x=math.log10(x) if log_x else x, line={"dash": "dot", "color": "#555"}, annotation_text=label,
                       annotation_position="top")
     fig.update_layout(title=title, height=height, template="plotly_white",
                       margin={"l": 60, "r": 20, "t": 60, "b": 50},

@@ -22,9 +22,9 @@ def print_claims(result: dict[str, Any], console: Console) -> None:
     colour = {"reproduced": "green", "partial": "yellow"}.get(result["verdict"], "red")
     table = Table(title=f"{result['study']}: [bold {colour}]{result['verdict']}[/]",
                   show_lines=False, expand=False)
-    table.add_column("claim", style="cyan", no_wrap=True)
-    table.add_column("measured")
-    table.add_column("expected")
+    table.add_column("claim", style="cyan", overflow="fold")
+    table.add_column("measured", overflow="fold")
+    table.add_column("expected", overflow="fold")
     table.add_column("", no_wrap=True)
     for c in result["claims"]:
         mark = "[green]holds[/]" if c["holds"] else "[red]fails[/]"

@@ -180,8 +180,7 @@ class DoubleDescent(Study):
                 [_series(f"min-norm, noise sd {cfg.noise_sd:g}", rf_noisy),
                  _series("min-norm, no noise", rf_clean),
                  _series(f"ridge lambda={cfg.ridge_lambda:g}, noise sd {cfg.noise_sd:g}",
-                         rf_ridge),
-                 _series("train MSE (min-norm, noisy)", rf_train, dash="dot")],
+                         rf_ridge)],
                 x_title="number of random features p", y_title="test MSE (median, IQR band)",
                 log_x=True, log_y=True, vlines=[(n, f"interpolation threshold p = n = {n}")]),
             line_figure(
