@@ -204,6 +204,8 @@ def rebuild_report(run_dir: str | Path) -> Path:
         run = store.run_for_dir(run_dir)
         if run is None:
             raise LearnscopeError(f"no run stored for {run_dir} in {out_dir / 'learnscope.db'}")
+        if run.config.get("kind") == "probes":
+            return _rebuild_probe_report(store, run)
         study = get_study(run.study)
         cfg = build_config(study.Config, run.config)
         results = store.load_trials(run.run_id)
@@ -217,6 +219,20 @@ def rebuild_report(run_dir: str | Path) -> Path:
     path = run_dir / "report.html"
     _write(path, [StudySection.from_result(result, analysis)], title=f"learnscope: {study.title}")
     return path
+
+
+def _rebuild_probe_report(store: RunStore, run: RunInfo) -> Path:
+    from learnscope.report.probe_report import write_probe_report
+
+    result_path = run.run_dir / "result.json"
+    if result_path.is_file():
+        result = json.loads(result_path.read_text())
+    else:  # killed before it closed: rebuild from the store alone
+        result = {"kind": "probes", "study": run.study, "run_id": run.run_id,
+                  "status": run.status, "config": run.config}
+    records = store.load_records(run.run_id)
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    return write_probe_report(run.run_dir / "report.html", result, records)
 
 
 def _atomic_write_json(path: Path, obj: Any) -> None:

@@ -1,0 +1,154 @@
+"""The probe contract: a scheduled, configured shell around a pure measure.
+
+A probe is configured by its constructor (the arguments *are* the configuration and are
+recorded with every value), declares a :class:`~learnscope.probes.schedule.Schedule` and a cost
+class, and turns the state of training into :class:`~learnscope.store.Record` objects. It never
+changes the model: activations come from a capture pass that the :class:`Scope` runs in eval
+mode under ``torch.no_grad`` with hooks that are always removed, and the module-by-module train
+flags are restored afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from learnscope.probes.schedule import Schedule
+from learnscope.store.records import Record
+
+COST_CLASSES = ("cheap", "forward", "expensive")
+"""cheap: O(parameters), no forward pass; forward: one forward pass over the probe data
+(shared with every other due probe); expensive: extra backward passes, HVPs or Jacobians."""
+
+_ACTIVATION_TYPES = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.LeakyReLU, nn.ELU, nn.SiLU,
+                     nn.Softplus)
+
+
+@dataclass
+class ProbeContext:
+    """What a probe sees when it runs."""
+
+    model: nn.Module
+    step: int
+    epoch: int
+    inputs: torch.Tensor | None
+    targets: torch.Tensor | None
+    activations: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Activations of the requested layers on ``inputs`` (eval mode, no grad), flattened to
+    (n, features)."""
+    outputs: torch.Tensor | None = None
+    """The model's outputs on ``inputs`` from the same capture pass."""
+    loss: float | None = None
+    """The training loss the user passed to ``scope.step(loss)``, if any."""
+    init_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Parameters when the scope opened (detached copies)."""
+    final: bool = False
+    """True in the last call, when the scope closes."""
+
+
+class Probe:
+    """Base class. Subclasses set ``name``, ``cost``, ``source`` and implement ``measure``."""
+
+    name: ClassVar[str] = "probe"
+    cost: ClassVar[str] = "cheap"
+    source: ClassVar[str] = ""
+    needs_activations: ClassVar[bool] = False
+    needs_outputs: ClassVar[bool] = False
+    schedule: Schedule
+
+    def layers(self, model: nn.Module) -> list[str]:
+        """Names of the modules whose outputs this probe needs (when needs_activations)."""
+        return []
+
+    def setup(self, model: nn.Module) -> None:
+        """Called once when the scope opens, before the first measurement."""
+
+    def measure(self, ctx: ProbeContext) -> list[Record]:
+        """Measure now; return records (their step is filled in by the scope)."""
+        raise NotImplementedError
+
+    def finish(self, ctx: ProbeContext) -> list[Record]:
+        """Called once when the scope closes, with the final state."""
+        return []
+
+    def params(self) -> dict[str, Any]:
+        """The constructor arguments (scikit-learn style), recorded as metadata."""
+        out: dict[str, Any] = {}
+        for name in inspect.signature(type(self).__init__).parameters:
+            if name == "self" or not hasattr(self, name):
+                continue
+            value = getattr(self, name)
+            if isinstance(value, Schedule):
+                value = str(value)
+            elif isinstance(value, torch.Tensor):
+                value = f"tensor{tuple(value.shape)}"
+            elif isinstance(value, nn.Module | torch.Generator) or callable(value):
+                value = type(value).__name__
+            out[name] = value
+        return out
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({args})"
+
+
+def default_layers(model: nn.Module) -> list[str]:
+    """The outputs of the model's activation modules (ReLU, tanh, ...), in forward order;
+    the Linear/Conv layers when it has none."""
+    names = [n for n, m in model.named_modules() if isinstance(m, _ACTIVATION_TYPES)]
+    if not names:
+        names = [n for n, m in model.named_modules()
+                 if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d)][:-1]
+    return names
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode for the block; every module's own ``training`` flag is restored after."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+@contextlib.contextmanager
+def capture(model: nn.Module, layer_names: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the outputs of the named modules during forward passes inside the block.
+
+    Hooks are registered on entry and always removed on exit, also when the block raises.
+    """
+    modules = dict(model.named_modules())
+    missing = [n for n in layer_names if n not in modules]
+    if missing:
+        raise ValueError(f"model has no module named {missing[0]!r}; "
+                         f"known: {', '.join(n for n in modules if n)}")
+    store: dict[str, torch.Tensor] = {}
+    handles = []
+
+    def hook_for(name: str) -> Any:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            out = output[0] if isinstance(output, tuple) else output
+            store[name] = out.detach().reshape(out.shape[0], -1)
+        return hook
+
+    try:
+        for n in layer_names:
+            handles.append(modules[n].register_forward_hook(hook_for(n)))
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def snapshot_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Detached copies of the parameters."""
+    return {n: p.detach().clone() for n, p in model.named_parameters()}

@@ -1,0 +1,79 @@
+"""When a probe runs: every N steps, log-spaced steps, per epoch, or only at the end."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A probe's schedule. Build one with :func:`every`, :func:`log_spaced`, :func:`per_epoch`
+    or :func:`at_end`.
+
+    Steps count optimizer steps: step 0 is the state before training (measured when the
+    scope opens), step t the state after t calls of ``scope.step()``.
+    """
+
+    kind: str
+    n: int = 1
+
+    def due_step(self, step: int) -> bool:
+        if self.kind == "every":
+            return step % self.n == 0
+        if self.kind == "log":
+            if step <= 1:
+                return True
+            # The first step in each of the n-per-decade logarithmic bins.
+            return math.floor(self.n * math.log10(step)) != math.floor(
+                self.n * math.log10(step - 1))
+        return False
+
+    def due_epoch(self, epoch: int) -> bool:
+        return self.kind == "epoch" and epoch % self.n == 0
+
+    def at_start(self) -> bool:
+        return self.kind in ("every", "log", "epoch")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "n": self.n}
+
+    def __str__(self) -> str:
+        return {"every": f"every {self.n} steps", "log": f"log-spaced, {self.n} per decade",
+                "epoch": f"every {self.n} epochs" if self.n > 1 else "every epoch",
+                "end": "at the end"}[self.kind]
+
+
+def every(n: int) -> Schedule:
+    """Steps 0, n, 2n, ...
+
+    >>> [s for s in range(10) if every(4).due_step(s)]
+    [0, 4, 8]
+    """
+    if n < 1:
+        raise ValueError(f"every(n) needs n >= 1, got {n}")
+    return Schedule("every", int(n))
+
+
+def log_spaced(per_decade: int = 4) -> Schedule:
+    """About ``per_decade`` steps per factor of ten: dense early, sparse late.
+
+    >>> [s for s in range(101) if log_spaced(4).due_step(s)]
+    [0, 1, 2, 4, 6, 10, 18, 32, 57, 100]
+    """
+    if per_decade < 1:
+        raise ValueError(f"log_spaced needs per_decade >= 1, got {per_decade}")
+    return Schedule("log", int(per_decade))
+
+
+def per_epoch(every_n: int = 1) -> Schedule:
+    """At the start (epoch 0) and after every ``every_n``-th call of ``scope.epoch()``."""
+    if every_n < 1:
+        raise ValueError(f"per_epoch needs every_n >= 1, got {every_n}")
+    return Schedule("epoch", int(every_n))
+
+
+def at_end() -> Schedule:
+    """Only when the scope closes (e.g. comparisons with the final state)."""
+    return Schedule("end")
