@@ -74,8 +74,13 @@ class Probe:
         raise NotImplementedError
 
     def finish(self, ctx: ProbeContext) -> list[Record]:
-        """Called once when the scope closes, with the final state."""
-        return []
+        """Called once when the scope closes, with the final state.
+
+        Not overridden: the scope calls ``measure`` on the final state (unless the probe
+        already measured at that step). Override it for work done only at the end, such as
+        comparing every checkpoint with the final state.
+        """
+        return self.measure(ctx)
 
     def params(self) -> dict[str, Any]:
         """The constructor arguments (scikit-learn style), recorded as metadata."""

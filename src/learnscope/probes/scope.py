@@ -87,6 +87,7 @@ class Scope:
         self._opened = False
         self._closed = False
         self._last_loss: float | None = None
+        self._measured_at: dict[str, int] = {}
         self.open()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -181,7 +182,15 @@ class Scope:
         for p in probes:
             label = self.labels[self.probes.index(p)]
             t0 = time.perf_counter()
-            recs = p.finish(ctx) if final else p.measure(ctx)
+            if not final:
+                recs = p.measure(ctx)
+                self._measured_at[label] = self.step_count
+            elif type(p).finish is not Probe.finish:
+                recs = p.finish(ctx)
+            elif self._measured_at.get(label) != self.step_count:
+                recs = p.measure(ctx)  # by default the final state is measured once more
+            else:
+                recs = []
             self.timings[label] += time.perf_counter() - t0
             self._emit([self._stamp(r, label) for r in recs])
 

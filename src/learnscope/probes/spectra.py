@@ -77,6 +77,3 @@ class WeightSpectrumProbe(Probe):
             recs.append(Record(f"distance_from_init_{kind}", value,
                                meta={"parameter": pname or "all"}))
         return recs
-
-    def finish(self, ctx: ProbeContext) -> list[Record]:
-        return self.measure(ctx)

@@ -1,0 +1,273 @@
+"""Gradient probes: gradient and update norms (cheap), gradient noise from per-example
+gradients (expensive)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from learnscope.measures.gradients import gradient_noise, per_example_gradients
+from learnscope.probes.base import Probe, ProbeContext, eval_mode
+from learnscope.probes.schedule import Schedule, every, log_spaced
+from learnscope.store.records import Record
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+UPDATE_KIND = "norm of the net change over the interval / over_steps"
+
+
+class GradientStatsProbe(Probe):
+    """Gradient norms and parameter-update sizes, read from what the training loop left.
+
+    ``grad_norm``: the L2 norm of the ``.grad`` fields left by the user's last ``backward()``
+    (the scope's ``step()`` runs after ``optimizer.step()`` and before the next
+    ``zero_grad``), in total (``meta["parameter"] == "all"``) and, with ``per_layer``, per
+    parameter (``meta["parameter"]`` is its name). Nothing is backpropagated; parameters
+    without a gradient are skipped, and when no parameter has one nothing is recorded for
+    gradients.
+
+    ``update_norm`` and ``relative_update_norm``: the probe only runs at due steps, so it keeps
+    a snapshot of the parameters from its previous measurement (step ``t - k``) and records
+    ``||θ_t - θ_{t-k}|| / k`` and ``||θ_t - θ_{t-k}|| / (k ||θ_{t-k}||)`` with
+    ``meta["over_steps"] == k``. For ``k == 1`` this is exactly the last optimizer step's
+    update; for ``k > 1`` it is the size of the *mean* update per step over the interval, a
+    lower bound on the mean per-step update norm (the two agree when successive updates point
+    the same way; oscillating updates cancel). The first measurement after step 0 compares
+    with the parameters when the scope opened. A parameter whose norm was 0 at the start of
+    the interval (e.g. a zero-initialised bias) gets a NaN relative update with a note.
+
+    Cost: cheap (no forward pass: norms of the gradients, and one copy of the parameters kept
+    between measurements; one host synchronisation per measurement).
+    Sources: Glorot & Bengio 2010, Pascanu, Mikolov & Bengio 2013 (gradient norms per layer);
+    You, Gitman & Ginsburg 2017 (LARS: update/weight ratio).
+
+    Args:
+        schedule: when to measure (default every 10 steps).
+        per_layer: also record every parameter's values, not only the totals.
+    """
+
+    name = "gradient_stats"
+    cost = "cheap"
+    source = "Glorot & Bengio 2010; Pascanu et al. 2013; You et al. 2017"
+
+    def __init__(self, *, schedule: Schedule | None = None, per_layer: bool = True) -> None:
+        if schedule is not None and not isinstance(schedule, Schedule):
+            raise ValueError(f"schedule must be a Schedule (every(n), ...), got {schedule!r}")
+        if not isinstance(per_layer, bool):
+            raise ValueError(f"per_layer must be True or False, got {per_layer!r}")
+        self.schedule = schedule or every(10)
+        self.per_layer = per_layer
+        self._before: dict[str, Tensor] | None = None
+        self._before_step: int | None = None
+        self._last_step: int | None = None
+
+    def setup(self, model: nn.Module) -> None:
+        self._before = None
+        self._before_step = None
+        self._last_step = None
+
+    def measure(self, ctx: ProbeContext) -> list[Record]:
+        recs: list[Record] = []
+        params = list(ctx.model.named_parameters())
+        with torch.no_grad():
+            grads = [(n, p.grad) for n, p in params if p.grad is not None]
+            if grads:
+                norms = _norms([g for _, g in grads])
+                recs.append(Record("grad_norm", _total(norms), meta={"parameter": "all"}))
+                if self.per_layer:
+                    recs += [Record("grad_norm", v, meta={"parameter": n})
+                             for (n, _), v in zip(grads, norms, strict=True)]
+            before, before_step = self._before, self._before_step
+            if before is None and ctx.init_state and ctx.step > 0:
+                before, before_step = ctx.init_state, 0
+            if before is not None and before_step is not None and ctx.step > before_step:
+                recs += self._updates(params, before, ctx.step - before_step)
+            self._before = {n: p.detach().clone() for n, p in params}
+        self._before_step = ctx.step
+        self._last_step = ctx.step
+        return recs
+
+    def _updates(self, params: list[tuple[str, Tensor]], before: dict[str, Tensor],
+                 k: int) -> list[Record]:
+        pairs = [(n, p.detach(), before[n]) for n, p in params
+                 if n in before and (p.is_floating_point() or p.is_complex())]
+        if not pairs:
+            return []
+        diffs = _norms(a.to(torch.float64) - b.to(a.device, torch.float64)
+                       for _, a, b in pairs)
+        sizes = _norms(b for _, _, b in pairs)
+        meta = {"over_steps": k, "kind": UPDATE_KIND}
+        recs: list[Record] = []
+        rows = [("all", _total(diffs), _total(sizes))]
+        if self.per_layer:
+            rows += [(n, d, s) for (n, _, _), d, s in zip(pairs, diffs, sizes, strict=True)]
+        for name, diff, size in rows:
+            m = meta | {"parameter": name}
+            recs.append(Record("update_norm", diff / k, meta=m))
+            if size > 0.0:
+                recs.append(Record("relative_update_norm", diff / size / k, meta=m))
+            else:
+                recs.append(Record("relative_update_norm", math.nan, meta=m | {
+                    "note": "parameter norm was 0 at the start of the interval"}))
+        return recs
+
+    def finish(self, ctx: ProbeContext) -> list[Record]:
+        if self._last_step == ctx.step:
+            return []  # already measured at this step
+        return self.measure(ctx)
+
+
+def _norms(tensors: Iterable[Tensor]) -> list[float]:
+    """Float64 L2 norms, with one host synchronisation per device.
+
+    Bit-identical to :func:`learnscope.measures.gradients.layer_gradient_norms` and
+    :func:`~learnscope.measures.gradients.parameter_update_norms` (same float64 reduction).
+    Tensors are consumed one at a time, so a generator of temporaries stays small in memory.
+    """
+    by_device: dict[torch.device, list[tuple[int, Tensor]]] = {}
+    count = 0
+    for i, t in enumerate(tensors):
+        t = t.detach()
+        if t.is_sparse:
+            t = t.coalesce().values()
+        by_device.setdefault(t.device, []).append(
+            (i, torch.linalg.vector_norm(t.to(torch.float64))))
+        count += 1
+    out = [0.0] * count
+    for items in by_device.values():
+        values = torch.stack([v for _, v in items]).tolist()
+        for (i, _), v in zip(items, values, strict=True):
+            out[i] = float(v)
+    return out
+
+
+def _total(norms: Sequence[float]) -> float:
+    """The norm of the concatenation, from the parts' norms."""
+    return math.sqrt(math.fsum(v * v for v in norms))
+
+
+def _device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def first_examples(ctx: ProbeContext, n: int, who: str) -> tuple[Tensor, Tensor]:
+    """The first ``n`` probe inputs and targets, on the model's device (ValueError if none)."""
+    if ctx.inputs is None or ctx.targets is None:
+        raise ValueError(f"{who} needs probe data with targets: Scope(model, probes, "
+                         "data=(inputs, targets))")
+    dev = _device(ctx.model)
+    return ctx.inputs[:n].to(dev), ctx.targets[:n].to(dev)
+
+
+def check_loss_fn(loss_fn: object, who: str) -> None:
+    if not callable(loss_fn):
+        raise ValueError(f"{who}: loss_fn must be a callable loss_fn(outputs, targets) -> "
+                         f"scalar tensor, got {loss_fn!r}")
+
+
+def check_schedule(schedule: object) -> None:
+    if schedule is not None and not isinstance(schedule, Schedule):
+        raise ValueError(f"schedule must be a Schedule (every(n), log_spaced(k), ...), "
+                         f"got {schedule!r}")
+
+
+def check_int(value: object, name: str, minimum: int, allow_none: bool = False) -> None:
+    if allow_none and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+class GradientNoiseProbe(Probe):
+    """Gradient signal-to-noise ratio and the gradient noise scale from per-example gradients.
+
+    On the first ``n_examples`` of the probe data, the gradient of ``loss_fn`` on every
+    example alone is computed with ``torch.func`` (``vmap(grad)``), and from these ``g_i``:
+    ``mean_grad_norm_sq`` ``||ḡ||²``, ``trace_covariance`` ``tr Σ̂`` (unbiased), ``grad_snr``
+    ``||ḡ||² / tr Σ̂``, the simple noise scale ``grad_noise_scale`` ``B_simple = tr Σ̂ / ||ḡ||²``
+    (McCandlish et al. 2018; the critical batch size is about ``B_simple``), and the
+    bias-corrected ``mean_grad_norm_sq_unbiased`` ``||ḡ||² - tr Σ̂ / n`` with
+    ``grad_noise_scale_unbiased`` ``tr Σ̂ / (||ḡ||² - tr Σ̂ / n)`` (NaN with a note when the
+    corrected signal is <= 0: the noise dominates at this ``n``).
+
+    The gradients are those of the *eval-mode* network (dropout off, BatchNorm with its
+    running statistics): per-example gradients are not defined with batch statistics, and
+    dropout would make the loss random. The model is put in eval mode for the measurement
+    and every module's flag is restored after. Non-finite gradients (a diverged run) give
+    NaN values with a note instead of an error.
+
+    Cost: expensive (one per-example backward pass over ``n_examples``; memory
+    ``n_examples`` times the parameter count, bounded with ``chunk_size``).
+    Sources: McCandlish, Kaplan, Amodei et al. 2018 (gradient noise scale); the torch.func
+    per-sample-gradient recipe.
+
+    Args:
+        loss_fn: ``loss_fn(outputs, targets) -> scalar``, e.g. ``F.cross_entropy``; applied to
+            one example at a time.
+        schedule: when to measure (default log-spaced, 3 per decade).
+        n_examples: how many probe examples (the first ones); at least 2.
+        chunk_size: forwarded to ``vmap`` to bound memory (None: all at once).
+    """
+
+    name = "gradient_noise"
+    cost = "expensive"
+    source = "McCandlish et al. 2018"
+
+    def __init__(self, loss_fn: LossFn, *, schedule: Schedule | None = None,
+                 n_examples: int = 64, chunk_size: int | None = None) -> None:
+        check_loss_fn(loss_fn, "GradientNoiseProbe")
+        check_schedule(schedule)
+        check_int(n_examples, "n_examples", 2)
+        check_int(chunk_size, "chunk_size", 1, allow_none=True)
+        self.loss_fn = loss_fn
+        self.schedule = schedule or log_spaced(3)
+        self.n_examples = n_examples
+        self.chunk_size = chunk_size
+
+    def measure(self, ctx: ProbeContext) -> list[Record]:
+        x, y = first_examples(ctx, self.n_examples, "GradientNoiseProbe")
+        n = int(x.shape[0])
+        if n < 2:
+            raise ValueError(f"GradientNoiseProbe needs at least 2 probe examples, got {n}")
+        with eval_mode(ctx.model):
+            grads = per_example_gradients(ctx.model, self.loss_fn, x, y,
+                                          chunk_size=self.chunk_size)
+        meta = {"n_examples": n, "mode": "eval"}
+        keys = {
+            "mean_grad_norm_sq": "plug-in ||mean g||^2",
+            "trace_covariance": "unbiased tr Cov(g), ddof=1",
+            "grad_snr": "||mean g||^2 / tr Cov(g)",
+            "grad_noise_scale": "B_simple = tr Cov(g) / ||mean g||^2 (McCandlish 2018)",
+            "mean_grad_norm_sq_unbiased": "||mean g||^2 - tr Cov(g) / n",
+            "grad_noise_scale_unbiased": "tr Cov(g) / (||mean g||^2 - tr Cov(g) / n)",
+        }
+        if not all(bool(torch.isfinite(g).all()) for g in grads.values()):
+            return [Record(k, math.nan, meta=meta | {
+                "estimator": est, "note": "non-finite per-example gradients"})
+                for k, est in keys.items()]
+        res = gradient_noise(grads)
+        values = {
+            "mean_grad_norm_sq": res.mean_grad_norm_sq,
+            "trace_covariance": res.trace_covariance,
+            "grad_snr": res.snr,
+            "grad_noise_scale": res.noise_scale,
+            "mean_grad_norm_sq_unbiased": res.mean_grad_norm_sq_unbiased,
+            "grad_noise_scale_unbiased": res.noise_scale_unbiased,
+        }
+        recs = []
+        for key, est in keys.items():
+            m = meta | {"estimator": est}
+            value = values[key]
+            if key == "grad_noise_scale_unbiased" and not res.mean_grad_norm_sq_unbiased > 0:
+                value = math.nan
+                m["note"] = "bias-corrected ||E g||^2 estimate is <= 0 (noise dominates)"
+            elif not math.isfinite(value):
+                value = math.nan
+                m["note"] = "zero denominator"
+            recs.append(Record(key, value, meta=m))
+        return recs

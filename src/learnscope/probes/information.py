@@ -1,0 +1,185 @@
+"""Information-plane probe: I(X;T) and I(T;Y) per layer, by binning or a KDE upper bound."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from learnscope.measures.information import information_plane_binning, information_plane_kde
+from learnscope.probes.base import Probe, ProbeContext, default_layers
+from learnscope.probes.schedule import Schedule, log_spaced
+from learnscope.store.records import Record
+
+_ESTIMATORS = ("binning", "kde")
+
+
+class InformationPlaneProbe(Probe):
+    """Per layer T: the information-plane coordinates I(X;T) and I(T;Y), in bits, on the
+    scope's probe data (X = the probe inputs, each its own symbol; Y = the integer targets).
+
+    * ``estimator="binning"`` (Shwartz-Ziv & Tishby 2017): every unit is cut into ``bins``
+      equal bins on ``value_range`` (or fixed-width bins of ``bin_size``) and each binned row
+      is one symbol; I(X;T) is then H(binned T). ``value_range=None`` takes the range from the
+      layer's activations at each measurement (recorded in ``meta["range"]``); pass
+      ``value_range=(-1, 1)`` for tanh layers to reproduce the original setup.
+    * ``estimator="kde"`` (Kolchinsky & Tracey 2017; Saxe et al. 2018): T plus Gaussian noise
+      of variance ``noise_variance``; I(X;T) is the pairwise-KL **upper bound**, I(T;Y) a
+      difference of two bounds. Both depend on the noise variance.
+
+    The values are estimator artefacts to a large degree (Saxe et al. 2018): compare runs only
+    under one fixed estimator, never absolute bits. Wide layers saturate at H(X) = log2(n).
+
+    Records ``i_xt`` and ``i_ty`` per layer, meta ``{"layer", "estimator", "units": "bits",
+    "n"}`` plus ``"bins"``, ``"bin_size"``, ``"range"`` (the one actually used), ``"range_source"``
+    (binning) or ``"noise_variance"`` (kde). The final state is measured in ``finish`` unless the
+    last scheduled step already was.
+
+    Cost: forward (the scope's shared capture pass; binning is O(n width), the KDE bound
+    O(n^2 width)).
+    Sources: Shwartz-Ziv & Tishby 2017 ("Opening the black box of deep neural networks via
+    information"); Saxe et al. 2018 ("On the information bottleneck theory of deep learning");
+    Kolchinsky & Tracey 2017 (pairwise-distance mixture entropy bounds).
+
+    Args:
+        layers: module names; ``None`` means :func:`~learnscope.probes.base.default_layers`.
+        schedule: when to measure.
+        estimator: ``"binning"`` or ``"kde"``.
+        bins: number of equal bins per unit (binning); ignored when ``bin_size`` is given.
+        bin_size: fixed bin width instead of a bin count (binning).
+        value_range: ``(lo, hi)`` for binning; values outside are clipped into the end bins.
+        noise_variance: variance of the Gaussian noise added to T (kde).
+    """
+
+    name = "information_plane"
+    cost = "forward"
+    source = "Shwartz-Ziv & Tishby 2017; Saxe et al. 2018; Kolchinsky & Tracey 2017"
+    needs_activations = True
+
+    def __init__(self, layers: Sequence[str] | None = None, *, schedule: Schedule | None = None,
+                 estimator: str = "binning", bins: int | None = 30,
+                 bin_size: float | None = None,
+                 value_range: tuple[float, float] | None = None,
+                 noise_variance: float = 0.1) -> None:
+        if isinstance(layers, str):
+            raise ValueError(f"layers must be a list of module names, got the string {layers!r}")
+        if layers is not None:
+            layers = list(layers)
+            if not layers or not all(isinstance(n, str) for n in layers):
+                raise ValueError(f"layers must be a non-empty list of module names, got {layers}")
+            if len(set(layers)) != len(layers):
+                raise ValueError(f"layers has duplicate names: {layers}")
+        if estimator not in _ESTIMATORS:
+            raise ValueError(f"unknown estimator {estimator!r}; choose from {_ESTIMATORS}")
+        if bin_size is None:
+            if isinstance(bins, bool) or not isinstance(bins, int | np.integer) or bins < 1:
+                raise ValueError(f"bins must be a positive integer, got {bins!r}")
+        elif isinstance(bin_size, bool) or not isinstance(bin_size, int | float) \
+                or not (math.isfinite(bin_size) and bin_size > 0):
+            raise ValueError(f"bin_size must be a positive finite number, got {bin_size!r}")
+        if value_range is not None:
+            try:
+                lo, hi = (float(v) for v in value_range)
+            except (TypeError, ValueError):
+                raise ValueError(f"value_range must be (lo, hi), got {value_range!r}") from None
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+                raise ValueError(f"value_range must be finite with lo < hi, got {value_range!r}")
+            value_range = (lo, hi)
+        if isinstance(noise_variance, bool) or not isinstance(noise_variance, int | float) \
+                or not (math.isfinite(noise_variance) and noise_variance > 0):
+            raise ValueError(f"noise_variance must be positive and finite, got {noise_variance!r}")
+        self.layer_names = layers
+        self.schedule = schedule or log_spaced(4)
+        self.estimator = estimator
+        self.bins = None if bins is None else int(bins)
+        self.bin_size = None if bin_size is None else float(bin_size)
+        self.value_range = value_range
+        self.noise_variance = float(noise_variance)
+        self._resolved: list[str] = []
+        self._last_step: int | None = None
+
+    def params(self) -> dict[str, Any]:
+        out = super().params()
+        # ``layers`` is also the Probe method, so the constructor argument lives in layer_names.
+        out["layers"] = None if self.layer_names is None else list(self.layer_names)
+        out["value_range"] = None if self.value_range is None else list(self.value_range)
+        return out
+
+    def layers(self, model: nn.Module) -> list[str]:
+        if self.layer_names is not None:
+            return list(self.layer_names)
+        return default_layers(model)
+
+    def setup(self, model: nn.Module) -> None:
+        modules = dict(model.named_modules())
+        names = self.layers(model)
+        missing = [n for n in names if n not in modules]
+        if missing:
+            raise ValueError(f"InformationPlaneProbe: model has no module named {missing[0]!r}; "
+                             f"known: {', '.join(n for n in modules if n)}")
+        if not names:
+            warnings.warn("InformationPlaneProbe: the model has no hidden layers (no activation "
+                          "modules); pass layers=[...]. It will record nothing.", stacklevel=2)
+        self._resolved = names
+        self._last_step = None
+
+    def _targets(self, ctx: ProbeContext) -> np.ndarray:
+        if ctx.inputs is None or ctx.targets is None:
+            raise ValueError("InformationPlaneProbe needs probe inputs and integer targets: pass "
+                             "data=(inputs, targets) to the Scope")
+        y = ctx.targets
+        if isinstance(y, torch.Tensor):
+            if y.dtype.is_floating_point or y.dtype.is_complex:
+                raise ValueError("InformationPlaneProbe needs integer class labels as targets, "
+                                 f"got dtype {y.dtype}")
+            y = y.detach().cpu().numpy()
+        y = np.asarray(y)
+        if y.dtype.kind not in "iub":
+            raise ValueError(f"InformationPlaneProbe needs integer class labels as targets, got "
+                             f"dtype {y.dtype}")
+        if y.ndim not in (1, 2):
+            raise ValueError(f"targets must be (n,) labels or (n, k) integer codes, got shape "
+                             f"{y.shape}")
+        return y
+
+    def measure(self, ctx: ProbeContext) -> list[Record]:
+        y = self._targets(ctx)
+        n = len(y)
+        x_ids = np.arange(n)
+        recs: list[Record] = []
+        for layer in self._resolved:
+            if layer not in ctx.activations:
+                raise ValueError(f"InformationPlaneProbe: layer {layer!r} produced no output in "
+                                 "the forward pass")
+            t = ctx.activations[layer].detach().cpu().to(torch.float64).numpy()
+            meta: dict[str, Any] = {"layer": layer, "estimator": self.estimator,
+                                    "units": "bits", "n": n}
+            if not np.all(np.isfinite(t)):
+                meta["note"] = "non-finite activations: information undefined"
+                recs += [Record("i_xt", math.nan, meta=meta),
+                         Record("i_ty", math.nan, meta=dict(meta))]
+                continue
+            if self.estimator == "binning":
+                bins = None if self.bin_size is not None else self.bins
+                p = information_plane_binning(t, x_ids, y, bins=bins, bin_size=self.bin_size,
+                                              value_range=self.value_range)
+                used = p.params["value_range"]
+                meta |= {"bins": p.params["bins"], "bin_size": p.params["bin_size"],
+                         "range": None if used is None else [float(v) for v in used],
+                         "range_source": p.params["value_range_source"]}
+            else:
+                p = information_plane_kde(t, y, noise_variance=self.noise_variance)
+                meta |= {"noise_variance": self.noise_variance, "bound": p.params["bound"]}
+            recs += [Record("i_xt", p.i_xt, meta=meta), Record("i_ty", p.i_ty, meta=dict(meta))]
+        self._last_step = ctx.step
+        return recs
+
+    def finish(self, ctx: ProbeContext) -> list[Record]:
+        if self._last_step == ctx.step:
+            return []
+        return self.measure(ctx)
