@@ -274,3 +274,11 @@ def test_gradient_noise_from_model_and_errors():
         gradient_noise(torch.tensor([[1.0], [float("inf")]]))
     with pytest.raises(ValueError, match="leading"):
         gradient_noise({"a": torch.ones(3, 2), "b": torch.ones(4)})
+
+
+def test_norms_of_complex_tensors_keep_the_imaginary_part():
+    from learnscope.measures.gradients import parameter_update_norms
+
+    before = {"w": torch.zeros(1, dtype=torch.complex64)}
+    after = {"w": torch.tensor([3 + 4j], dtype=torch.complex64)}
+    assert parameter_update_norms(before, after)["w"] == pytest.approx(5.0)

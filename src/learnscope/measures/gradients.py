@@ -82,7 +82,9 @@ def _check_scalar_loss(loss: Tensor) -> Tensor:
 def _tensor_norm(t: Tensor) -> float:
     if t.is_sparse:
         t = t.coalesce().values()
-    return float(torch.linalg.vector_norm(t.detach().to(torch.float64)))
+    t = t.detach()
+    return float(torch.linalg.vector_norm(t.to(torch.complex128 if t.is_complex()
+                                                else torch.float64)))
 
 
 # ----------------------------------------------------------------------------------------
@@ -127,7 +129,8 @@ def _update_items(before: Mapping[str, Tensor], after: Mapping[str, Tensor]):
             )
         if not (b.is_floating_point() or b.is_complex()):
             continue  # integer buffers such as num_batches_tracked
-        yield name, b.detach().to(torch.float64), a.detach().to(b.device, torch.float64)
+        wide = torch.complex128 if b.is_complex() else torch.float64
+        yield name, b.detach().to(wide), a.detach().to(b.device, wide)
 
 
 def parameter_update_norms(

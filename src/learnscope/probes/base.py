@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -89,18 +90,35 @@ class Probe:
             if name == "self" or not hasattr(self, name):
                 continue
             value = getattr(self, name)
-            if isinstance(value, Schedule):
-                value = str(value)
-            elif isinstance(value, torch.Tensor):
-                value = f"tensor{tuple(value.shape)}"
-            elif isinstance(value, nn.Module | torch.Generator) or callable(value):
-                value = type(value).__name__
-            out[name] = value
+            if inspect.ismethod(value):  # a method that shares the argument's name
+                continue
+            out[name] = _summarize(value)
         return out
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
         return f"{type(self).__name__}({args})"
+
+
+def _summarize(value: Any) -> Any:
+    """A JSON-friendly description of a constructor argument (arrays by their shape)."""
+    if isinstance(value, Schedule):
+        return str(value)
+    if isinstance(value, torch.Tensor):
+        return f"tensor{tuple(value.shape)}"
+    if isinstance(value, np.ndarray):
+        return f"array{tuple(value.shape)}" if value.size > 32 else value.tolist()
+    if isinstance(value, type):
+        return value.__name__
+    if isinstance(value, list | tuple):
+        return [_summarize(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _summarize(v) for k, v in value.items()}
+    if isinstance(value, nn.Module | torch.Generator) or callable(value):
+        return getattr(value, "__name__", type(value).__name__)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def default_layers(model: nn.Module) -> list[str]:
@@ -142,7 +160,8 @@ def capture(model: nn.Module, layer_names: Sequence[str]) -> Iterator[dict[str, 
     def hook_for(name: str) -> Any:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
             out = output[0] if isinstance(output, tuple) else output
-            store[name] = out.detach().reshape(out.shape[0], -1)
+            # A copy: a later in-place op (ReLU(inplace=True)) would otherwise change it.
+            store[name] = out.detach().reshape(out.shape[0], -1).clone()
         return hook
 
     try:

@@ -41,7 +41,8 @@ class CurvatureProbe(Probe):
     its running statistics. The random vectors come from generators seeded by
     ``learnscope.seeding.torch_generator(seed, "hessian_eigenvalue", step)`` and
     ``(seed, "hessian_trace", step)``: deterministic, and the global RNG is untouched. A
-    non-finite loss (a diverged run) gives NaN values with a note instead of an error.
+    non-finite loss (a diverged run) gives NaN values with a note instead of an error. The
+    final state is measured when the scope closes unless the last step was already measured.
 
     Cost: expensive (up to ``power_iters + trace_samples`` Hessian-vector products, each
     about two backward passes over ``n_examples``).

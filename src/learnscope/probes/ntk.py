@@ -99,9 +99,10 @@ class NTKProbe(Probe):
     def _kernel(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return empirical_ntk(model, x, reduce=self.reduce).detach().to("cpu", torch.float64)
 
-    def _initial_kernel(self, ctx: ProbeContext, x: torch.Tensor) -> torch.Tensor:
-        """K_0 on ``x``: from the model itself while it is still at its initial state,
-        otherwise from a temporary copy loaded with the initial parameters and buffers."""
+    def _initial_kernel(self, ctx: ProbeContext, x: torch.Tensor,
+                        k_now: torch.Tensor) -> torch.Tensor:
+        """K_0 on ``x``: ``k_now`` while the model is still at its initial state, otherwise
+        the kernel of a temporary copy loaded with the initial parameters and buffers."""
         params = dict(ctx.model.named_parameters())
         init = {n: v for n, v in ctx.init_state.items() if n in params}
         unchanged = all(torch.equal(params[n].detach(), v.to(params[n].device))
@@ -110,7 +111,7 @@ class NTKProbe(Probe):
         unchanged = unchanged and all(torch.equal(buffers[n], v)
                                       for n, v in self._init_buffers.items() if n in buffers)
         if unchanged:
-            return self._kernel(ctx.model, x)
+            return k_now
         clone = copy.deepcopy(ctx.model)
         with torch.no_grad():
             for n, p in clone.named_parameters():
@@ -136,12 +137,9 @@ class NTKProbe(Probe):
                     Record("ntk_trace_ratio", math.nan, meta=meta | note),
                     Record("ntk_kernel_width", math.nan, meta=width_meta | note),
                     Record("ntk_effective_rank", math.nan, meta=meta | note)]
-        if self._k0 is None or self._k0.shape[0] != n * (1 if self.reduce == "trace" else 0) \
-                and self.reduce == "trace":
-            self._k0 = self._initial_kernel(ctx, x)
         k = self._kernel(ctx.model, x)
-        if self._k0.shape != k.shape:  # e.g. fewer probe inputs than at the first measurement
-            self._k0 = self._initial_kernel(ctx, x)
+        if self._k0 is None or self._k0.shape != k.shape:  # once (the probe data are fixed)
+            self._k0 = self._initial_kernel(ctx, x, k)
         tr0 = float(torch.trace(self._k0))
         k0 = self._k0 if tr0 > 0 else None
         ratio_meta = dict(meta) if k0 is not None else \

@@ -18,6 +18,7 @@ class Schedule:
 
     kind: str
     n: int = 1
+    steps: tuple[int, ...] = ()
 
     def due_step(self, step: int) -> bool:
         if self.kind == "every":
@@ -28,21 +29,24 @@ class Schedule:
             # The first step in each of the n-per-decade logarithmic bins.
             return math.floor(self.n * math.log10(step)) != math.floor(
                 self.n * math.log10(step - 1))
+        if self.kind == "steps":
+            return step in self.steps
         return False
 
     def due_epoch(self, epoch: int) -> bool:
         return self.kind == "epoch" and epoch % self.n == 0
 
     def at_start(self) -> bool:
-        return self.kind in ("every", "log", "epoch")
+        return self.kind in ("every", "log", "epoch") or (self.kind == "steps" and 0 in self.steps)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "n": self.n}
+        return {"kind": self.kind, "n": self.n, "steps": list(self.steps)}
 
     def __str__(self) -> str:
         return {"every": f"every {self.n} steps", "log": f"log-spaced, {self.n} per decade",
                 "epoch": f"every {self.n} epochs" if self.n > 1 else "every epoch",
-                "end": "at the end"}[self.kind]
+                "end": "at the end",
+                "steps": f"at steps {', '.join(map(str, self.steps))}"}[self.kind]
 
 
 def every(n: int) -> Schedule:
@@ -72,6 +76,17 @@ def per_epoch(every_n: int = 1) -> Schedule:
     if every_n < 1:
         raise ValueError(f"per_epoch needs every_n >= 1, got {every_n}")
     return Schedule("epoch", int(every_n))
+
+
+def at_steps(*steps: int) -> Schedule:
+    """Exactly these steps, e.g. ``at_steps(0, 100, 200, 400, 800, 1600)``.
+
+    >>> [s for s in range(500) if at_steps(0, 100, 400).due_step(s)]
+    [0, 100, 400]
+    """
+    if not steps or any(int(s) < 0 for s in steps):
+        raise ValueError(f"at_steps needs non-negative steps, got {steps}")
+    return Schedule("steps", 1, tuple(sorted({int(s) for s in steps})))
 
 
 def at_end() -> Schedule:

@@ -138,7 +138,12 @@ class Scope:
         """Final measurements (every probe's ``finish``), flush to the store, write the report."""
         if self._closed:
             return
-        self._run(self.probes, final=True)
+        try:
+            self._run(self.probes, final=True)
+        except BaseException:
+            # Keep what was measured and leave the run marked failed, then re-raise.
+            self._abort("failed")
+            raise
         self._flush()
         self._closed = True
         for e in self.exporters:

@@ -153,7 +153,7 @@ class LayerSimilarityProbe(Probe):
             if name not in ctx.activations:
                 raise ValueError(f"LayerSimilarityProbe: layer {name!r} produced no output in "
                                  "the forward pass")
-            acts[name] = ctx.activations[name].detach().to("cpu", self.dtype)
+            acts[name] = ctx.activations[name].detach().to("cpu", self.dtype, copy=True)
         if acts:
             n = next(iter(acts.values())).shape[0]
             need = 4 if (self.method == "cka" and self.unbiased) else 2
@@ -176,8 +176,10 @@ class LayerSimilarityProbe(Probe):
         recs: list[Record] = []
         if self.pairs and ctx.step not in self._checkpoints:
             recs += self._pair_records(final)
-        # The final state is a checkpoint too (its similarity to itself is 1).
-        self._checkpoints[ctx.step] = (ctx.epoch, final)
+        # The final state is a checkpoint too (its similarity to itself is 1). When the last
+        # step was already measured, that checkpoint keeps the epoch it was measured in.
+        epoch = self._checkpoints[ctx.step][0] if ctx.step in self._checkpoints else ctx.epoch
+        self._checkpoints[ctx.step] = (epoch, final)
         method_meta = self._method_meta()
         first_hit: dict[str, int | None] = dict.fromkeys(self._resolved)
         undefined: dict[str, str] = {}

@@ -1,0 +1,748 @@
+"""Train K small MLPs at once: one set of batched tensor operations, the numbers of K runs.
+
+:class:`BatchedTrainer` trains K multi-layer perceptrons of the same depth side by side. Their
+parameters are stacked along a leading *model axis* (``W[l]`` has shape ``(K, fan_in,
+fan_out)`` for hidden layers, ``(K, out, fan_in)`` for the output layer, so that every matrix
+product below runs in a fast layout) and every step is a handful of ``torch.baddbmm`` /
+``torch.bmm`` calls over all K models. Each model keeps everything that makes it a separate
+experiment: its seed (initial weights exactly ``mlp(sizes, seed=seed)``'s, batch order exactly
+the one :func:`~learnscope.train.loop.train_classifier` draws for that seed), its label vector
+(label noise), its training subset, its learning rate, its optimizer state, its stopping rule
+and its divergence status. In float64 the trained weights agree with K separate
+``train_classifier`` runs to ~1e-12; in float32 to the float32 rounding noise that training
+amplifies (see the tests).
+
+**Why not autograd.** At these sizes (a few thousand weights per model, batches of ~100) a step
+costs microseconds of arithmetic but a per-operation overhead of tens of microseconds; autograd
+adds a graph, saved tensors, fresh allocations and slow generic kernels (softmax over 10
+classes, ``grad * (h > 0)``) on top. The forward and backward passes are therefore written out by
+hand: a max-shifted ``exp`` for the softmax, ``aten.threshold_backward`` for the ReLU derivative,
+``out=`` variants into preallocated buffers, and one flat parameter / gradient / optimizer-state
+buffer per trainer so that an SGD or Adam update is a few element-wise operations over *all*
+parameters of *all* models.
+
+**The padding trick.** Models of different hidden widths share one stack by padding every hidden
+layer to the widest one with zeros: a padded unit has zero incoming weights, zero bias and zero
+outgoing weights. Its pre-activation is then exactly 0, its activation ``f(0) = 0`` (ReLU, tanh),
+so it sends nothing forward; the gradient reaching it is ``0 * (outgoing weights) = 0``, so its
+incoming weights, bias and outgoing weights all receive an exactly-zero gradient (the outgoing
+weights because the unit's activation is 0). Zero gradients give zero momentum / Adam moments
+and zero updates, weight decay of a zero weight is zero: padded units stay exactly zero for the
+whole run and the real units compute exactly what the unpadded model computes (up to the order
+of floating-point summation). :func:`bucket_widths` groups very different widths into a few
+buckets so that little arithmetic is wasted on padding; :func:`train_models` trains a list of
+:class:`ModelSpec` bucket by bucket.
+
+A model whose loss becomes non-finite is marked diverged and removed from the stack (its weights
+are kept as they were before the offending step, like ``train_classifier``); a model that reaches
+its ``stop_at_train_acc`` is removed at the end of that epoch. The others continue unchanged: all
+operations act on each model's own slice, so nothing (NaNs included) crosses between models.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from learnscope.data.classification import ClassificationData
+from learnscope.models.mlp import mlp
+from learnscope.seeding import torch_generator
+from learnscope.train.loop import EpochLog, TrainResult
+
+__all__ = [
+    "BatchedResult",
+    "BatchedTrainer",
+    "ModelSpec",
+    "bucket_widths",
+    "spec_data",
+    "train_models",
+]
+
+_ACTIVATIONS = ("relu", "tanh")
+# The fast element-wise derivatives (``grad * (h > 0)`` is several times slower at these sizes).
+_threshold_backward = torch.ops.aten.threshold_backward.grad_input
+_tanh_backward = torch.ops.aten.tanh_backward.grad_input
+
+
+@dataclass(frozen=True, eq=False)
+class ModelSpec:
+    """One model of a batched run (everything else is shared by the trainer).
+
+    ``sizes`` are ``mlp``'s ``[in, h1, ..., out]``; ``seed`` seeds its initialisation and batch
+    order exactly as ``mlp(sizes, seed=seed)`` and ``train_classifier(..., seed=seed)`` do.
+    ``lr`` overrides the trainer's learning rate. ``y_train`` (length ``len(data.x_train)``)
+    replaces the data's training labels (label noise); ``noisy_mask`` marks the corrupted
+    examples (default: the data's mask, or ``y_train != data.y_train_clean`` when ``y_train`` is
+    given). ``subset`` (indices into ``data.x_train``) trains the model on those examples only;
+    all subsets of one trainer must have the same size. ``stop_at_train_acc`` stops this model
+    once its end-of-epoch train accuracy reaches the value.
+    """
+
+    sizes: tuple[int, ...]
+    seed: int = 0
+    lr: float | None = None
+    y_train: torch.Tensor | None = None
+    noisy_mask: torch.Tensor | None = None
+    subset: torch.Tensor | None = None
+    stop_at_train_acc: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sizes", tuple(int(s) for s in self.sizes))
+        if len(self.sizes) < 2 or min(self.sizes) < 1:
+            raise ValueError(f"sizes must be at least two positive integers, got {self.sizes}")
+
+
+@dataclass
+class BatchedResult(TrainResult):
+    """A :class:`TrainResult` plus the trained network (an ``mlp``-shaped ``nn.Sequential``)."""
+
+    model: nn.Sequential | None = None
+
+
+def spec_data(data: ClassificationData, spec: ModelSpec) -> ClassificationData:
+    """The data a separate ``train_classifier`` run of ``spec`` would use (labels, subset, mask).
+
+    Batched training of ``spec`` on ``data`` is numerically the training of
+    ``mlp(spec.sizes, seed=spec.seed)`` by ``train_classifier(net, spec_data(data, spec),
+    seed=spec.seed, ...)``.
+    """
+    y = data.y_train if spec.y_train is None else torch.as_tensor(spec.y_train).long()
+    if len(y) != len(data.y_train):
+        raise ValueError("ModelSpec.y_train must have one label per training example")
+    if spec.noisy_mask is not None:
+        noisy = torch.as_tensor(spec.noisy_mask).bool()
+    elif spec.y_train is not None:
+        noisy = y != data.y_train_clean
+    else:
+        noisy = data.noisy_mask
+    x, clean = data.x_train, data.y_train_clean
+    if spec.subset is not None:
+        idx = torch.as_tensor(spec.subset).long()
+        x, y, clean, noisy = x[idx], y[idx], clean[idx], noisy[idx]
+    return data.with_train(x_train=x, y_train=y, y_train_clean=clean, noisy_mask=noisy)
+
+
+# --------------------------------------------------------------------------------------------
+# bucketing
+
+
+def _as_sizes(w: int | Sequence[int]) -> tuple[int, ...]:
+    return (int(w),) if isinstance(w, int | np.integer) else tuple(int(s) for s in w)
+
+
+def _cost(sizes: np.ndarray) -> np.ndarray:
+    """Multiply-adds per example of (padded) sizes; rows of ``sizes`` are models."""
+    if sizes.shape[-1] == 1:
+        return sizes[..., 0].astype(float)
+    return (sizes[..., :-1].astype(float) * sizes[..., 1:]).sum(-1)
+
+
+def bucket_widths(widths: Sequence[int | Sequence[int]], *, method: str = "flops",
+                  max_buckets: int = 4) -> list[list[int]]:
+    """Group models into a few width buckets; returns lists of indices into ``widths``.
+
+    Each entry is either a hidden width (cost of a model proportional to it) or a full
+    ``sizes`` list ``[in, h1, ..., out]`` (cost = multiply-adds per example, ``sum in*out``;
+    all lists of the same length). Every bucket is trained padded to its elementwise-largest
+    sizes, so a bucket of ``n`` models costs ``n * cost(padded sizes)``.
+
+    ``method="flops"`` (default): the partition of the models, sorted by cost, into at most
+    ``max_buckets`` contiguous groups that minimises the total padded cost (exact dynamic
+    programme). ``method="pow2"``: one bucket per power of two of the (hidden) widths
+    (``max_buckets`` is ignored).
+
+    >>> bucket_widths([4, 5, 8, 100, 120, 7], max_buckets=2)
+    [[0, 1, 2, 5], [3, 4]]
+    >>> bucket_widths([4, 5, 8, 100, 120, 7], method="pow2")
+    [[0], [1, 2, 5], [3, 4]]
+    """
+    if not widths:
+        return []
+    sizes = [_as_sizes(w) for w in widths]
+    if len({len(s) for s in sizes}) != 1:
+        raise ValueError("all size lists given to bucket_widths must have the same length")
+    arr = np.array(sizes, dtype=np.int64)
+    if method == "pow2":
+        hidden = arr[:, 1:-1] if arr.shape[1] >= 3 else arr
+        keys = [tuple(int(math.ceil(math.log2(v))) for v in row) for row in hidden]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, key in enumerate(keys):
+            groups.setdefault(key, []).append(i)
+        return [groups[k] for k in sorted(groups)]
+    if method != "flops":
+        raise ValueError(f"unknown bucketing method {method!r}; choose flops or pow2")
+    if max_buckets < 1:
+        raise ValueError("max_buckets must be >= 1")
+    order = sorted(range(len(sizes)), key=lambda i: (_cost(arr[i]), sizes[i]))
+    s = arr[order]
+    n = len(s)
+    # group_cost[i, j]: cost of bucket order[i..j] padded to its elementwise max.
+    group_cost = np.full((n, n), np.inf)
+    for i in range(n):
+        padded = np.maximum.accumulate(s[i:], axis=0)
+        group_cost[i, i:] = _cost(padded) * np.arange(1, n - i + 1)
+    best = np.full((max_buckets + 1, n + 1), np.inf)
+    cut = np.zeros((max_buckets + 1, n + 1), dtype=np.int64)
+    best[0, 0] = 0.0
+    for b in range(1, max_buckets + 1):
+        for j in range(1, n + 1):
+            cand = best[b - 1, :j] + group_cost[:j, j - 1]
+            i = int(np.argmin(cand))
+            best[b, j], cut[b, j] = cand[i], i
+    b = int(np.argmin(best[:, n]))  # the fewest buckets among the cheapest partitions
+    out, j = [], n
+    while j > 0:
+        i = int(cut[b, j])
+        out.append(sorted(order[i:j]))
+        j, b = i, b - 1
+    return sorted(out)
+
+
+# --------------------------------------------------------------------------------------------
+# the trainer
+
+
+class _Buffers:
+    """Preallocated work tensors of one step for batch size ``b`` (views of shared storage)."""
+
+    def __init__(self, store: dict[str, torch.Tensor], K: int, b: int, sizes: list[int]):
+        def view(name: str, *shape: int) -> torch.Tensor:
+            numel = math.prod(shape)
+            return store[name][:numel].view(*shape)
+
+        C, L = sizes[-1], len(sizes) - 1
+        self.x = view("x", K, b, sizes[0])
+        self.x_rows = self.x.view(K * b, sizes[0])
+        self.xT = self.x.transpose(1, 2)
+        self.a = [view(f"a{li}", K, b, sizes[li + 1]) for li in range(L - 1)]
+        self.aT = [a.transpose(1, 2) for a in self.a]
+        self.da = [view(f"da{li}", K, b, sizes[li + 1]) for li in range(L - 1)]
+        self.z = view("z", K, C, b)
+        self.e = view("e", K, C, b)
+        self.eT = self.e.transpose(1, 2)
+        self.m = view("m", K, 1, b)
+        self.s = view("s", K, 1, b)
+        self.zy = view("zy", K, 1, b)
+        self.lv = view("lv", K, 1, b)
+        # its own tensor: the views of the other buffers are rewritten at every step, this not
+        self.neg = torch.full((K, 1, b), -1.0 / b, dtype=store["e"].dtype)
+        self.loss = view("loss", K)
+
+
+class BatchedTrainer:
+    """Train K MLPs of equal depth in one set of batched operations (see the module docstring).
+
+    ``specs`` describe the models (:class:`ModelSpec`); the remaining arguments are shared and
+    mean what they mean in :func:`~learnscope.train.loop.train_classifier` (``lr`` is the default
+    for specs without their own; ``betas``/``eps`` are Adam's; ``stop_at_train_acc`` the default
+    for specs without their own). Hidden widths may differ and are zero-padded to the widest.
+    ``dtype`` is the compute dtype (float32 or float64); inputs are cast to it.
+
+    >>> from learnscope.data import digits
+    >>> d = digits(200, seed=0)
+    >>> t = BatchedTrainer([ModelSpec([64, 16, 10], seed=s) for s in range(3)], d, batch_size=50)
+    >>> [len(r.history) for r in t.train(max_epochs=2)]
+    [2, 2, 2]
+    >>> type(t.export(0)[0]).__name__
+    'Linear'
+    """
+
+    def __init__(self, specs: Sequence[ModelSpec], data: ClassificationData, *,
+                 activation: str = "relu", optimizer: str = "adam", lr: float = 1e-3,
+                 momentum: float = 0.9, weight_decay: float = 0.0,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 batch_size: int = 100, stop_at_train_acc: float | None = None,
+                 dtype: torch.dtype = torch.float32, eval_batch_size: int = 4096) -> None:
+        specs = list(specs)
+        if not specs:
+            raise ValueError("BatchedTrainer needs at least one ModelSpec")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}")
+        if optimizer not in ("sgd", "adam"):
+            raise ValueError(f"unknown optimizer {optimizer!r}; choose sgd or adam")
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError("dtype must be torch.float32 or torch.float64")
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        depth = {len(s.sizes) for s in specs}
+        ends = {(s.sizes[0], s.sizes[-1]) for s in specs}
+        if len(depth) != 1 or len(ends) != 1:
+            raise ValueError("all specs of a BatchedTrainer need the same depth, inputs and outputs")
+        if specs[0].sizes[0] != data.n_features:
+            raise ValueError(f"sizes[0]={specs[0].sizes[0]} but the data have "
+                             f"{data.n_features} features")
+        self.specs = specs
+        self.activation, self.optimizer = activation, optimizer
+        self.momentum, self.weight_decay = float(momentum), float(weight_decay)
+        self.betas, self.eps = (float(betas[0]), float(betas[1])), float(eps)
+        self.batch_size, self.dtype, self.eval_batch_size = int(batch_size), dtype, eval_batch_size
+        self.sizes = [max(col) for col in zip(*(s.sizes for s in specs), strict=True)]
+        """The padded sizes ``[in, max h1, ..., out]`` shared by the stack."""
+        self.results = [TrainResult() for _ in specs]
+        """Per-model histories, ``diverged`` and ``fit_epoch`` (filled by :meth:`train`)."""
+        self.stop_at = [s.stop_at_train_acc if s.stop_at_train_acc is not None
+                        else stop_at_train_acc for s in specs]
+
+        K = len(specs)
+        n = len(data.x_train)
+        self._x = data.x_train.reshape(n, -1).to(dtype).contiguous()
+        self._x_test = data.x_test.reshape(len(data.x_test), -1).to(dtype).contiguous()
+        self._y_test = data.y_test.long()
+        labels, masks, subsets = [], [], []
+        for spec in specs:
+            y = data.y_train if spec.y_train is None else torch.as_tensor(spec.y_train).long()
+            if len(y) != n:
+                raise ValueError("ModelSpec.y_train must have one label per training example")
+            if spec.noisy_mask is not None:
+                noisy = torch.as_tensor(spec.noisy_mask).bool()
+            elif spec.y_train is not None:
+                noisy = y != data.y_train_clean
+            else:
+                noisy = data.noisy_mask
+            labels.append(y.long())
+            masks.append(noisy)
+            subsets.append(None if spec.subset is None else torch.as_tensor(spec.subset).long())
+        if all(s is None for s in subsets):
+            self._subset: torch.Tensor | None = None
+            self.n_train = n
+        else:
+            full = torch.arange(n)
+            subs = [full if s is None else s for s in subsets]
+            if len({len(s) for s in subs}) != 1:
+                raise ValueError("all training subsets of a BatchedTrainer must have equal size")
+            self._subset = torch.stack(subs)
+            self.n_train = len(subs[0])
+        self._y = torch.stack(labels)  # (K, n): labels of model k over the full training set
+        if self._subset is None:
+            self._y_fit = self._y
+            self._noisy = torch.stack(masks)
+        else:
+            self._y_fit = torch.gather(self._y, 1, self._subset)
+            self._noisy = torch.stack([m[s] for m, s in zip(masks, self._subset, strict=True)])
+
+        self.active = list(range(K))
+        """Indices (into ``specs``) of the models still training, in stack order."""
+        self._gens = [torch_generator(s.seed, "batch-order") for s in specs]
+        self._lrs = [float(lr if s.lr is None else s.lr) for s in specs]
+        self._final: dict[int, list[torch.Tensor]] = {}
+        self._step_count = 0  # optimizer steps taken by the active models
+        self.epoch = 0
+        """Completed training epochs."""
+        # this epoch's batches, step-major: (example indices (K, b), labels (K, 1, b))
+        self._epoch_idx: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._pos = 0
+        self._loss_sum = torch.zeros(K, dtype=torch.float64)
+        self._build_state(self._initial_parameters())
+        self._opt_state_init()
+
+    # ---------------------------------------------------------------- parameters and state
+
+    def _shapes(self, K: int) -> list[tuple[int, ...]]:
+        """Storage shapes of [W0, b0, W1, b1, ...] for a stack of K models."""
+        sizes, L = self.sizes, len(self.sizes) - 1
+        shapes: list[tuple[int, ...]] = []
+        for li in range(L):
+            fan_in, fan_out = sizes[li], sizes[li + 1]
+            if li < L - 1:
+                shapes += [(K, fan_in, fan_out), (K, 1, fan_out)]
+            else:
+                shapes += [(K, fan_out, fan_in), (K, fan_out, 1)]
+        return shapes
+
+    def _views(self, flat: torch.Tensor, K: int) -> list[torch.Tensor]:
+        out, offset = [], 0
+        for shape in self._shapes(K):
+            numel = math.prod(shape)
+            out.append(flat[offset:offset + numel].view(shape))
+            offset += numel
+        return out
+
+    def _initial_parameters(self) -> list[torch.Tensor]:
+        K = len(self.specs)
+        params = [torch.zeros(shape, dtype=self.dtype) for shape in self._shapes(K)]
+        for k, spec in enumerate(self.specs):
+            net = mlp(spec.sizes, activation=self.activation, seed=spec.seed).to(self.dtype)
+            self._load(params, k, net)
+        return params
+
+    def _linear_layers(self, net: nn.Module) -> list[nn.Linear]:
+        return [m for m in net if isinstance(m, nn.Linear)]
+
+    @torch.no_grad()
+    def _load(self, params: list[torch.Tensor], k: int, net: nn.Module) -> None:
+        layers = self._linear_layers(net)
+        L = len(layers)
+        for li, lin in enumerate(layers):
+            W, b = params[2 * li][k], params[2 * li + 1][k]
+            o, i = lin.weight.shape
+            if li < L - 1:
+                W[:i, :o] = lin.weight.T
+                b[0, :o] = lin.bias
+            else:
+                W[:o, :i] = lin.weight
+                b[:o, 0] = lin.bias
+
+    def _build_state(self, params: list[torch.Tensor]) -> None:
+        """(Re)build the flat buffers of the current stack from per-parameter tensors."""
+        K = params[0].shape[0]
+        self.K = K
+        total = sum(p.numel() for p in params)
+        self._flat = torch.empty(total, dtype=self.dtype)
+        self.params = self._views(self._flat, K)
+        """Stacked parameters ``[W0, b0, W1, b1, ...]`` of the active models (see module doc)."""
+        for dst, src in zip(self.params, params, strict=True):
+            dst.copy_(src)
+        self._gflat = torch.zeros(total, dtype=self.dtype)
+        self.grads = self._views(self._gflat, K)
+        self._pT = [p.transpose(1, 2) for p in self.params]
+        lr_full = torch.empty(total, dtype=self.dtype)
+        lrs = torch.tensor(self._lrs, dtype=self.dtype).view(K, 1, 1)
+        for v in self._views(lr_full, K):
+            v.copy_(lrs.expand_as(v))
+        self._lr_full = lr_full
+        self._lr_scalar = self._lrs[0] if len(set(self._lrs)) == 1 else None
+        self._tmp = torch.empty(total, dtype=self.dtype)
+        self._store: dict[str, torch.Tensor] = {}
+        self._buffers: dict[int, _Buffers] = {}
+        B, s = self.batch_size, self.sizes
+        need = {"x": K * B * s[0], "z": K * B * s[-1], "e": K * B * s[-1],
+                "m": K * B, "s": K * B, "zy": K * B, "lv": K * B, "loss": K}
+        for li in range(len(s) - 2):
+            need[f"a{li}"] = need[f"da{li}"] = K * B * s[li + 1]
+        for name, numel in need.items():
+            self._store[name] = torch.empty(numel, dtype=self.dtype)
+
+    def _opt_state_init(self) -> None:
+        total = self._flat.numel()
+        if self.optimizer == "sgd":
+            self._buf = torch.zeros(total, dtype=self.dtype)
+        else:
+            self._exp_avg = torch.zeros(total, dtype=self.dtype)
+            self._exp_avg_sq = torch.zeros(total, dtype=self.dtype)
+
+    def _bufs(self, b: int) -> _Buffers:
+        if b not in self._buffers:
+            self._buffers[b] = _Buffers(self._store, self.K, b, self.sizes)
+        return self._buffers[b]
+
+    def _retire(self, positions: Sequence[int]) -> None:
+        """Remove the models at stack ``positions``, keeping a copy of their final weights."""
+        drop = set(positions)
+        for pos in drop:
+            self._final[self.active[pos]] = [p[pos].clone() for p in self.params]
+        keep_pos = [p for p in range(self.K) if p not in drop]
+        self.active = [self.active[p] for p in keep_pos]
+        keep = torch.tensor(keep_pos, dtype=torch.long)
+        if not keep_pos:
+            self.K = 0
+            return
+        opt_state = self._opt_flats()
+        params = [p.index_select(0, keep) for p in self.params]
+        states = [[v.index_select(0, keep) for v in self._views(f, self.K)] for f in opt_state]
+        self._lrs = [self._lrs[p] for p in keep_pos]
+        self._gens = [self._gens[p] for p in keep_pos]
+        self._y = self._y.index_select(0, keep)
+        self._y_fit = self._y_fit.index_select(0, keep)
+        self._noisy = self._noisy.index_select(0, keep)
+        if self._subset is not None:
+            self._subset = self._subset.index_select(0, keep)
+        self._loss_sum = self._loss_sum.index_select(0, keep)
+        self._epoch_idx = [(i.index_select(0, keep), y.index_select(0, keep))
+                           for i, y in self._epoch_idx]
+        self._build_state(params)
+        self._opt_state_init()
+        for flat, views in zip(self._opt_flats(), states, strict=True):
+            for dst, src in zip(self._views(flat, self.K), views, strict=True):
+                dst.copy_(src)
+
+    def _opt_flats(self) -> list[torch.Tensor]:
+        return [self._buf] if self.optimizer == "sgd" else [self._exp_avg, self._exp_avg_sq]
+
+    # ---------------------------------------------------------------- one step
+
+    def _new_epoch(self) -> None:
+        m, B = self.n_train, self.batch_size
+        perms = torch.stack([torch.randperm(m, generator=g) for g in self._gens])
+        if self._subset is not None:
+            perms = torch.gather(self._subset, 1, perms)
+        full = m // B
+        blocks = []
+        if full:
+            blocks = list(perms[:, :full * B].reshape(self.K, full, B).transpose(0, 1)
+                          .contiguous().unbind(0))
+        if m % B:
+            blocks.append(perms[:, full * B:].contiguous())
+        self._epoch_idx = [(blk, torch.gather(self._y, 1, blk).unsqueeze(1)) for blk in blocks]
+        self._pos = 0
+        self._loss_sum.zero_()
+
+    def _forward(self, x: torch.Tensor, bufs: _Buffers | None) -> torch.Tensor:
+        """Logits ``(K, C, b)`` of input ``x`` ``(K, b, in)``; keeps activations in ``bufs``."""
+        p, L = self.params, len(self.sizes) - 1
+        h = x
+        for li in range(L - 1):
+            if bufs is None:
+                h = torch.baddbmm(p[2 * li + 1], h, p[2 * li])
+            else:
+                h = torch.baddbmm(p[2 * li + 1], h, p[2 * li], out=bufs.a[li])
+            if self.activation == "relu":
+                h.relu_()
+            else:
+                h.tanh_()
+        if bufs is None:
+            return torch.baddbmm(p[-1], p[-2], h.transpose(1, 2))
+        hT = bufs.aT[-1] if L > 1 else bufs.xT
+        return torch.baddbmm(p[-1], p[-2], hT, out=bufs.z)
+
+    def _step(self, idx: torch.Tensor, y: torch.Tensor) -> None:
+        """One optimizer step of every active model on its batch ``idx`` ``(K, b)``, labels ``y``."""
+        K, b = idx.shape
+        bf = self._bufs(b)
+        torch.index_select(self._x, 0, idx.view(-1), out=bf.x_rows)
+        z = self._forward(bf.x, bf)
+        # cross-entropy with a hand-written, max-shifted softmax over the class axis (dim 1)
+        m, e, s = bf.m, bf.e, bf.s
+        torch.amax(z, 1, keepdim=True, out=m)
+        torch.sub(z, m, out=e).exp_()
+        torch.sum(e, 1, keepdim=True, out=s)
+        torch.gather(z, 1, y, out=bf.zy)
+        torch.log(s, out=bf.lv).add_(m).sub_(bf.zy)
+        torch.mean(bf.lv.view(K, b), 1, out=bf.loss)
+        if not math.isfinite(float(bf.loss.sum())):
+            bad = [k for k in range(K) if not math.isfinite(float(bf.loss[k]))]
+            for pos in bad:
+                self.results[self.active[pos]].diverged = True
+            keep = torch.tensor([k for k in range(K) if k not in bad], dtype=torch.long)
+            self._retire(bad)
+            if self.K:
+                self._step(idx.index_select(0, keep), y.index_select(0, keep))
+            return
+        self._loss_sum.add_(bf.loss, alpha=b)
+        # backward: dL/dz = (softmax - onehot) / b, laid out (K, C, b)
+        s.mul_(b)
+        e.div_(s).scatter_add_(1, y, bf.neg)
+        self._backward(bf, e)
+        self._update()
+        self._step_count += 1
+
+    def _backward(self, bf: _Buffers, dz: torch.Tensor) -> None:
+        """Gradients of the mean loss into :attr:`grads`, given ``dz = dL/dlogits`` (K, C, b)."""
+        p, pT, g, L = self.params, self._pT, self.grads, len(self.sizes) - 1
+        torch.bmm(dz, bf.a[-1] if L > 1 else bf.x, out=g[-2])
+        torch.sum(dz, 2, keepdim=True, out=g[-1])
+        if L == 1:
+            return
+        da = torch.bmm(bf.eT, p[-2], out=bf.da[-1])
+        for li in range(L - 2, -1, -1):
+            if self.activation == "relu":
+                _threshold_backward(da, bf.a[li], 0, grad_input=da)
+            else:
+                _tanh_backward(da, bf.a[li], grad_input=da)
+            torch.bmm(bf.aT[li - 1] if li > 0 else bf.xT, da, out=g[2 * li])
+            torch.sum(da, 1, keepdim=True, out=g[2 * li + 1])
+            if li > 0:
+                da = torch.bmm(da, pT[2 * li], out=bf.da[li - 1])
+
+    def _update(self) -> None:
+        """SGD-with-momentum or Adam on the flat buffers, exactly as ``torch.optim`` does it."""
+        p, g, lr = self._flat, self._gflat, self._lr_scalar
+        if self.weight_decay:
+            g.add_(p, alpha=self.weight_decay)
+        if self.optimizer == "sgd":
+            buf = self._buf
+            buf.mul_(self.momentum).add_(g)  # first step: 0 * m + g = g, as torch clones g
+            if lr is not None:
+                p.add_(buf, alpha=-lr)
+            else:
+                p.addcmul_(buf, self._lr_full, value=-1)
+            return
+        beta1, beta2 = self.betas
+        step = self._step_count + 1
+        m, v, denom = self._exp_avg, self._exp_avg_sq, self._tmp
+        m.lerp_(g, 1 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        bias_correction1 = 1 - beta1**step
+        bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+        torch.sqrt(v, out=denom).div_(bias_correction2_sqrt).add_(self.eps)
+        if lr is not None:
+            p.addcdiv_(m, denom, value=-(lr / bias_correction1))
+        else:
+            torch.div(m, denom, out=denom).mul_(self._lr_full)
+            p.add_(denom, alpha=-1 / bias_correction1)
+
+    # ---------------------------------------------------------------- public loop
+
+    def steps(self, n_steps: int) -> None:
+        """Take ``n_steps`` optimizer steps (crossing epochs as needed) without evaluating.
+
+        For timing and for callers that evaluate on their own; :meth:`train` is the logged
+        loop. Divergence is still detected per step.
+        """
+        for _ in range(n_steps):
+            if not self.K:
+                return
+            if self._pos >= len(self._epoch_idx):
+                self._new_epoch()
+            self._step(*self._epoch_idx[self._pos])
+            self._pos += 1
+
+    def run_epoch(self) -> None:
+        """One epoch of training of every active model (no evaluation)."""
+        self._new_epoch()
+        while self.K and self._pos < len(self._epoch_idx):
+            self._step(*self._epoch_idx[self._pos])
+            self._pos += 1
+        self.epoch += 1
+
+    def train(self, max_epochs: int = 100,
+              on_epoch: Callable[[int, EpochLog], None] | None = None) -> list[TrainResult]:
+        """Train until every model has stopped, diverged, or ``max_epochs`` epochs have run.
+
+        Each epoch ends with an evaluation pass per model, giving the same ``EpochLog`` as
+        ``train_classifier``; ``on_epoch(k, log)`` is called for each model ``k`` still
+        training. Returns :attr:`results` (one ``TrainResult`` per spec, in order).
+        """
+        if max_epochs < 0:
+            raise ValueError("max_epochs must be >= 0")
+        while self.K and self.epoch < max_epochs:
+            self.run_epoch()
+            if not self.K:
+                break
+            logs = self.evaluate()
+            done = []
+            for pos, (k, log) in enumerate(zip(self.active, logs, strict=True)):
+                res = self.results[k]
+                res.history.append(log)
+                if on_epoch is not None:
+                    on_epoch(k, log)
+                if not math.isfinite(log.train_loss):
+                    res.diverged = True
+                    done.append(pos)
+                elif self.stop_at[k] is not None and log.train_acc >= self.stop_at[k]:
+                    res.fit_epoch = self.epoch
+                    done.append(pos)
+            if done:
+                self._retire(done)
+        return self.results
+
+    @torch.no_grad()
+    def _eval_logits(self, x: torch.Tensor | None, rows: torch.Tensor | None, start: int,
+                     stop: int) -> torch.Tensor:
+        if rows is None:
+            assert x is not None
+            xb = x[start:stop].unsqueeze(0).expand(self.K, -1, -1)
+        else:
+            xb = self._x[rows[:, start:stop]]
+        return self._forward(xb, None)
+
+    def _eval_chunk(self) -> int:
+        width = max(self.sizes[1:])
+        return max(1, min(self.eval_batch_size, (1 << 22) // max(1, self.K * width)))
+
+    @torch.no_grad()
+    def evaluate(self) -> list[EpochLog]:
+        """End-of-epoch logs of the active models (train accuracy on each model's labels)."""
+        K, c = self.K, self._eval_chunk()
+        # train set: the model's own (subset of) examples and labels
+        hits = torch.empty(K, self.n_train, dtype=torch.bool)
+        for i in range(0, self.n_train, c):
+            j = min(i + c, self.n_train)
+            z = self._eval_logits(self._x, self._subset, i, j)
+            torch.eq(z.argmax(1), self._y_fit[:, i:j], out=hits[:, i:j])
+        n_test = len(self._x_test)
+        test_hits = torch.empty(K, n_test, dtype=torch.bool)
+        test_loss = torch.zeros(K, dtype=self.dtype)
+        for i in range(0, n_test, c):
+            j = min(i + c, n_test)
+            z = self._eval_logits(self._x_test, None, i, j)
+            y = self._y_test[i:j].view(1, 1, -1).expand(K, 1, -1)
+            zmax = z.amax(1, keepdim=True)
+            lse = (z - zmax).exp_().sum(1, keepdim=True).log_().add_(zmax)
+            test_loss += (lse - torch.gather(z, 1, y)).sum((1, 2))
+            torch.eq(z.argmax(1), self._y_test[i:j], out=test_hits[:, i:j])
+        f_hits, f_test = hits.float(), test_hits.float()
+        noisy = self._noisy
+        train_acc = f_hits.mean(1)
+        test_acc = f_test.mean(1) if n_test else torch.full((K,), math.nan)
+        clean_n, noisy_n = (~noisy).sum(1), noisy.sum(1)
+        clean_fit = (f_hits * ~noisy).sum(1) / clean_n.float()
+        noisy_fit = (f_hits * noisy).sum(1) / noisy_n.float()
+        test_loss = test_loss / max(n_test, 1)
+        logs = []
+        for pos in range(K):
+            logs.append(EpochLog(
+                self.epoch, self._step_count, float(self._loss_sum[pos]) / max(self.n_train, 1),
+                float(train_acc[pos]), float(test_loss[pos]), float(test_acc[pos]),
+                float(clean_fit[pos]) if clean_n[pos] else math.nan,
+                float(noisy_fit[pos]) if noisy_n[pos] else math.nan,
+            ))
+        return logs
+
+    # ---------------------------------------------------------------- export
+
+    def padded_parameters(self, k: int) -> list[torch.Tensor]:
+        """Model ``k``'s padded ``[W0, b0, W1, b1, ...]`` in storage layout (copies).
+
+        Hidden layers: ``W (in, out)``, ``b (1, out)``; output layer: ``W (out, in)``,
+        ``b (out, 1)``. Padded rows/columns are exactly zero.
+        """
+        if k in self._final:
+            return [p.clone() for p in self._final[k]]
+        pos = self.active.index(k)
+        return [p[pos].clone() for p in self.params]
+
+    @torch.no_grad()
+    def export(self, k: int) -> nn.Sequential:
+        """Model ``k``'s current weights as an ``nn.Sequential`` shaped like ``mlp(sizes_k)``."""
+        spec = self.specs[k]
+        params = self.padded_parameters(k)
+        net = mlp(spec.sizes, activation=self.activation, seed=spec.seed).to(self.dtype)
+        layers = self._linear_layers(net)
+        for li, lin in enumerate(layers):
+            W, b = params[2 * li], params[2 * li + 1]
+            o, i = lin.weight.shape
+            if li < len(layers) - 1:
+                lin.weight.copy_(W[:i, :o].T)
+                lin.bias.copy_(b[0, :o])
+            else:
+                lin.weight.copy_(W[:o, :i])
+                lin.bias.copy_(b[:o, 0])
+        return net
+
+
+def train_models(specs: Sequence[ModelSpec], data: ClassificationData, *,
+                 max_epochs: int = 100, bucketing: str = "flops", max_buckets: int = 4,
+                 on_epoch: Callable[[int, EpochLog], None] | None = None,
+                 **trainer_kwargs: object) -> list[BatchedResult]:
+    """Train a list of model specs in a few batched stacks; results in the order of ``specs``.
+
+    Specs are grouped by depth, then into width buckets by :func:`bucket_widths` (``bucketing``
+    is its ``method``); each bucket is one :class:`BatchedTrainer` (``trainer_kwargs`` are its
+    keyword arguments). Each result carries the trained network in ``.model``;
+    ``on_epoch(k, log)`` receives indices into ``specs``.
+    """
+    specs = list(specs)
+    by_depth: dict[int, list[int]] = {}
+    for i, spec in enumerate(specs):
+        by_depth.setdefault(len(spec.sizes), []).append(i)
+    results: list[BatchedResult | None] = [None] * len(specs)
+    for members in by_depth.values():
+        buckets = bucket_widths([specs[i].sizes for i in members], method=bucketing,
+                                max_buckets=max_buckets)
+        for bucket in buckets:
+            idx = [members[j] for j in bucket]
+            trainer = BatchedTrainer([specs[i] for i in idx], data, **trainer_kwargs)
+            cb = None
+            if on_epoch is not None:
+                def cb(k: int, log: EpochLog, _idx: list[int] = idx) -> None:
+                    on_epoch(_idx[k], log)
+            for k, res in enumerate(trainer.train(max_epochs, cb)):
+                results[idx[k]] = BatchedResult(history=res.history, diverged=res.diverged,
+                                                fit_epoch=res.fit_epoch,
+                                                model=trainer.export(k))
+    return [r for r in results if r is not None]

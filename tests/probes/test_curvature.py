@@ -1,0 +1,140 @@
+"""Tests for learnscope.probes.curvature (CurvatureProbe)."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from learnscope.measures.curvature import hessian_trace, top_hessian_eigenvalue
+from learnscope.probes.base import ProbeContext
+from learnscope.probes.curvature import CurvatureProbe
+from learnscope.probes.schedule import every
+from learnscope.probes.scope import Scope
+from learnscope.seeding import torch_generator
+
+torch.set_num_threads(1)
+
+_g = torch.Generator().manual_seed(7)
+X = torch.randn(48, 4, generator=_g)
+Y = torch.randint(0, 3, (48,), generator=_g)
+
+
+def make_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Dropout(0.3), nn.Linear(6, 3))
+
+
+def train(probes=None, steps: int = 6):
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.2)
+    scope = Scope(model, probes, data=(X, Y), out=None) if probes is not None else None
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(X), Y)
+        loss.backward()
+        opt.step()
+        if scope is not None:
+            scope.step(loss)
+    if scope is not None:
+        scope.close()
+    return model, scope, torch.get_rng_state()
+
+
+def small_probe(**kw) -> CurvatureProbe:
+    args = {"schedule": every(3), "n_examples": 24, "power_iters": 15, "trace_samples": 4,
+            "seed": 5} | kw
+    return CurvatureProbe(F.cross_entropy, **args)
+
+
+def test_in_scope_keys_steps_and_values_equal_the_measures():
+    probe = small_probe()
+    model, scope, _ = train([probe], steps=7)
+    recs = scope.records
+    assert sorted({r.step for r in recs}) == [0, 3, 6, 7]  # 7: the final state, at close
+    for step in (0, 3, 6, 7):
+        at = {r.key: r for r in recs if r.step == step}
+        assert set(at) == {"hessian_top_eigenvalue", "hessian_trace"}
+        eig, tr = at["hessian_top_eigenvalue"], at["hessian_trace"]
+        assert {"iterations", "converged", "tol", "n_examples", "seed"} <= set(eig.meta)
+        assert tr.meta["samples"] == 4 and tr.meta["distribution"] == "rademacher"
+        assert tr.meta["std_error"] > 0
+    assert all(m.training for m in model.modules())  # flags restored (dropout in train mode)
+    oracle = copy.deepcopy(model).eval()
+    x, y = X[:24], Y[:24]
+    eig = top_hessian_eigenvalue(oracle, F.cross_entropy, x, y, iters=15, tol=1e-3,
+                                 generator=torch_generator(5, "hessian_eigenvalue", 7))
+    tr = hessian_trace(oracle, F.cross_entropy, x, y, samples=4,
+                       generator=torch_generator(5, "hessian_trace", 7))
+    final = {r.key: r for r in recs if r.step == 7}
+    assert final["hessian_top_eigenvalue"].value == eig.value
+    assert final["hessian_top_eigenvalue"].meta["iterations"] == eig.iterations
+    assert final["hessian_top_eigenvalue"].meta["converged"] == eig.converged
+    assert final["hessian_trace"].value == tr.value
+    assert final["hessian_trace"].meta["std_error"] == tr.std_error
+
+
+def test_closed_form_linear_regression():
+    # loss = mean((X w - y)^2): H = 2/n X^T X = diag(0.5, 2, 4.5) for orthogonal columns;
+    # the Hessian is diagonal, so Hutchinson with Rademacher vectors is exact.
+    x = torch.tensor([[1.0, 0, 0], [0, 2.0, 0], [0, 0, 3.0], [0, 0, 0]], dtype=torch.float64)
+    y = torch.tensor([[1.0], [0.0], [-1.0], [2.0]], dtype=torch.float64)
+    model = nn.Linear(3, 1, bias=False).double()
+    probe = CurvatureProbe(F.mse_loss, power_iters=300, tol=1e-12, trace_samples=3)
+    recs = {r.key: r for r in probe.measure(ProbeContext(model, 0, 0, x, y))}
+    assert recs["hessian_top_eigenvalue"].value == pytest.approx(4.5, rel=1e-9)
+    assert recs["hessian_top_eigenvalue"].meta["converged"] is True
+    assert recs["hessian_trace"].value == pytest.approx(7.0, rel=1e-12)
+    assert recs["hessian_trace"].meta["std_error"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_deterministic_per_step_and_seed():
+    model = make_model()
+    probe = small_probe()
+    ctx = ProbeContext(model, 3, 0, X, Y)
+    a, b = probe.measure(ctx), probe.measure(ctx)
+    assert [r.value for r in a] == [r.value for r in b]
+    other = small_probe(seed=6).measure(ctx)
+    assert [r.value for r in other][1] != [r.value for r in a][1]
+
+
+def test_nonfinite_loss_gives_nan_with_note():
+    model = nn.Linear(4, 3)
+    with torch.no_grad():
+        model.weight.fill_(float("nan"))
+    recs = small_probe().measure(ProbeContext(model, 0, 0, X, Y))
+    assert len(recs) == 2 and all(math.isnan(r.value) and "note" in r.meta for r in recs)
+
+
+def test_does_not_change_training():
+    ref_model, _, ref_rng = train(None)
+    model, _, rng = train([small_probe(schedule=every(1), power_iters=5, trace_samples=2)])
+    for a, b in zip(ref_model.state_dict().values(), model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(rng, ref_rng)
+    for m in model.modules():
+        assert not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
+    assert all(p.grad is not None and p.requires_grad for p in model.parameters())
+
+
+def test_bad_args_and_missing_targets():
+    for kw, word in [({"n_examples": 0}, "n_examples"), ({"power_iters": 0}, "power_iters"),
+                     ({"trace_samples": 0}, "trace_samples"), ({"tol": -1.0}, "tol"),
+                     ({"tol": float("nan")}, "tol"), ({"seed": -1}, "seed"),
+                     ({"schedule": 3}, "schedule")]:
+        with pytest.raises(ValueError, match=word):
+            CurvatureProbe(F.cross_entropy, **kw)
+    with pytest.raises(ValueError, match="loss_fn"):
+        CurvatureProbe(None)
+    with pytest.raises(ValueError, match="targets"):
+        small_probe().measure(ProbeContext(make_model(), 0, 0, X, None))
+
+
+def test_params():
+    p = small_probe()
+    assert p.params() == {"loss_fn": "cross_entropy", "schedule": "every 3 steps", "n_examples": 24,
+                          "power_iters": 15, "tol": 1e-3, "trace_samples": 4, "seed": 5}
