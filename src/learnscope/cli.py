@@ -113,17 +113,25 @@ def show(study: Annotated[str, typer.Argument(help="study name (see `learnscope 
 
 
 def _run_one(study: str, *, quick: bool, sets: list[str], config: Path | None,
-             seeds: int | None, out_dir: Path, resume: bool, progress: bool) -> dict[str, Any]:
+             seeds: int | None, out_dir: Path, resume: bool, progress: bool,
+             executor: str, workers: int | None, address: str | None) -> dict[str, Any]:
     from learnscope.config import parse_assignments
     from learnscope.runner import run_study
 
     overrides = parse_assignments(sets)
     outcome = run_study(study, quick=quick, overrides=overrides, config_file=config,
-                        seeds=seeds, out=out_dir, resume=resume, progress=_Bar(progress))
+                        seeds=seeds, out=out_dir, resume=resume, progress=_Bar(progress),
+                        executor=executor, workers=workers, address=address)
     return outcome.result | {"run_dir": str(outcome.run_dir)}
 
 
 OutOpt = Annotated[Path, typer.Option("--out", help="results directory (database + run folders)")]
+ExecOpt = Annotated[str, typer.Option(
+    "--executor", help="where trials run: local (this process), process (a local pool), ray")]
+WorkersOpt = Annotated[int | None, typer.Option(
+    "--workers", help="processes for --executor process/ray (default: one per core)")]
+AddressOpt = Annotated[str | None, typer.Option(
+    "--address", help="Ray cluster to join (HOST:PORT or ray://HOST:PORT)")]
 
 
 @app.command()
@@ -142,13 +150,17 @@ def run(
     strict: Annotated[bool, typer.Option(
         "--strict", help="exit 1 when a claim does not hold")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print result.json to stdout")] = False,
+    executor: ExecOpt = "local",
+    workers: WorkersOpt = None,
+    address: AddressOpt = None,
 ) -> int:
     """Run a study: train, measure, check its claims, write result.json and report.html."""
     from learnscope.report.terminal import print_claims
 
     _sigterm_as_interrupt()
     result = _run_one(study, quick=quick, sets=sets or [], config=config, seeds=seeds,
-                      out_dir=out_dir, resume=resume, progress=not as_json)
+                      out_dir=out_dir, resume=resume, progress=not as_json,
+                      executor=executor, workers=workers, address=address)
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
     else:
@@ -167,6 +179,9 @@ def tour(
     resume: Annotated[bool, typer.Option("--resume", help="reuse finished trials")] = False,
     strict: Annotated[bool, typer.Option(
         "--strict", help="exit 1 when a claim does not hold")] = False,
+    executor: ExecOpt = "local",
+    workers: WorkersOpt = None,
+    address: AddressOpt = None,
 ) -> int:
     """Run every registered study and write one combined report."""
     from learnscope.report.html import StudySection, write_report
@@ -177,7 +192,8 @@ def tour(
     _sigterm_as_interrupt()
     sections, verdicts = [], []
     for name in study_names():
-        outcome = run_study(name, quick=quick, out=out_dir, resume=resume, progress=_Bar(True))
+        outcome = run_study(name, quick=quick, out=out_dir, resume=resume, progress=_Bar(True),
+                            executor=executor, workers=workers, address=address)
         print_claims(outcome.result, out)
         sections.append(StudySection.from_result(outcome.result, outcome.analysis))
         verdicts.append(outcome.result["verdict"])

@@ -23,7 +23,7 @@ import torch
 
 from learnscope.config import StudyConfig, build_config, config_to_dict, load_toml, stable_hash
 from learnscope.errors import LearnscopeError
-from learnscope.exec import InProcessExecutor
+from learnscope.exec import make_executor
 from learnscope.store import RunInfo, RunStore
 from learnscope.studies import get_study
 from learnscope.studies.base import Analysis, Study, verdict
@@ -103,7 +103,8 @@ def versions() -> dict[str, str]:
 def run_study(name: str, *, quick: bool = False, overrides: Mapping[str, Any] | None = None,
               config_file: str | Path | None = None, seeds: int | None = None,
               out: str | Path = "runs", resume: bool = False, progress: Progress | None = None,
-              threads: int | None = 1, write_report: bool = True) -> RunOutcome:
+              threads: int | None = 1, write_report: bool = True, executor: str = "local",
+              workers: int | None = None, address: str | None = None) -> RunOutcome:
     """Run study ``name`` and write ``result.json`` (and ``report.html``) into its run folder.
 
     With ``resume=True`` the newest run of the same study and resolved config continues: its
@@ -120,6 +121,7 @@ def run_study(name: str, *, quick: bool = False, overrides: Mapping[str, Any] | 
     if len(set(keys)) != len(keys):
         raise RuntimeError(f"study {name} produced duplicate trial specs")
     progress = progress or _Silent()
+    runner = make_executor(executor, workers=workers, address=address)
 
     with RunStore(out) as store:
         run = store.latest_run(study.name, chash) if resume else None
@@ -131,19 +133,23 @@ def run_study(name: str, *, quick: bool = False, overrides: Mapping[str, Any] | 
         pending = [i for i, k in enumerate(keys) if k not in done]
         t_trials = time.perf_counter()
         progress.start(len(specs), len(specs) - len(pending), f"{study.name} trials")
+        todo = [specs[i] for i in pending]
+        groups = [[pending[j] for j in g] for g in study.group_trials(cfg, todo)]
         try:
             with limited_threads(threads):
-                todo = [specs[i] for i in pending]
-                for j, output, wall in InProcessExecutor().map(study, cfg, todo):
-                    i = pending[j]
-                    store.save_trial(run.run_id, keys[i], specs[i], output.records,
-                                     status=output.status, wall_s=wall, info=output.info)
-                    progress.advance(output.status)
+                for g, outputs, wall in runner.map(study, cfg, [[specs[i] for i in grp]
+                                                                  for grp in groups]):
+                    for i, output in zip(groups[g], outputs, strict=True):
+                        store.save_trial(run.run_id, keys[i], specs[i], output.records,
+                                         status=output.status, wall_s=wall / len(groups[g]),
+                                         info=output.info | {"group_size": len(groups[g])})
+                        progress.advance(output.status)
         except KeyboardInterrupt:
             store.set_run_status(run.run_id, "interrupted")
             raise
         finally:
             progress.stop()
+            runner.close()
         trials_s = time.perf_counter() - t_trials
 
         results = store.load_trials(run.run_id)
@@ -164,6 +170,7 @@ def run_study(name: str, *, quick: bool = False, overrides: Mapping[str, Any] | 
             "verdict": v,
             "metrics": _jsonable(analysis.metrics),
             "notes": analysis.notes,
+            "executor": executor,
             "trials": {"total": len(specs), "run_now": len(pending),
                        "reused": len(specs) - len(pending),
                        "diverged": statuses.count("diverged")},

@@ -230,3 +230,22 @@ def test_distance_from_init_errors():
         distance_from_init({}, {})
     with pytest.raises(ValueError, match="mapping"):
         distance_from_init([torch.ones(1)], {"a": torch.ones(1)})
+
+
+@pytest.mark.parametrize("shape", [(30, 20), (20, 30), (25, 25)])
+def test_weight_spectrum_equals_separate_measures(shape):
+    from learnscope.measures.spectra import (
+        effective_rank,
+        esd,
+        stable_rank,
+        weight_spectrum,
+    )
+
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(shape, generator=g)
+    ws = weight_spectrum(w)
+    np.testing.assert_allclose(ws.eigenvalues, esd(w), rtol=1e-9, atol=1e-12)
+    assert ws.stable_rank == pytest.approx(stable_rank(w), rel=1e-12)
+    assert ws.effective_rank == pytest.approx(effective_rank(w), rel=1e-12)
+    with pytest.raises(ValueError, match="all-zero"):
+        weight_spectrum(torch.zeros(3, 3))

@@ -1,5 +1,32 @@
-"""Executors run a list of trials and hand back their outputs; only the driver writes the store."""
+"""Executors run a study's trial groups and hand back their outputs; only the driver (the
+runner) writes the store, so every executor gives the same records."""
 
+from __future__ import annotations
+
+from learnscope.errors import LearnscopeError
 from learnscope.exec.inprocess import InProcessExecutor
+from learnscope.exec.process import ProcessExecutor, available_cores
 
-__all__ = ["InProcessExecutor"]
+EXECUTORS = ("local", "process", "ray")
+
+
+def make_executor(name: str = "local", *, workers: int | None = None,
+                  address: str | None = None) -> InProcessExecutor | ProcessExecutor | object:
+    """``local`` (in this process), ``process`` (a local pool) or ``ray`` (a cluster)."""
+    if name == "local":
+        if workers not in (None, 1):
+            raise LearnscopeError("--workers applies to the process and ray executors")
+        return InProcessExecutor()
+    if address and name != "ray":
+        raise LearnscopeError("--address applies to the ray executor only")
+    if name == "process":
+        return ProcessExecutor(workers)
+    if name == "ray":
+        from learnscope.exec.ray_executor import RayExecutor
+
+        return RayExecutor(address, workers)
+    raise LearnscopeError(f"unknown executor '{name}'; choose from {', '.join(EXECUTORS)}")
+
+
+__all__ = ["EXECUTORS", "InProcessExecutor", "ProcessExecutor", "available_cores",
+           "make_executor"]

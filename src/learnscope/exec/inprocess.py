@@ -1,4 +1,4 @@
-"""The in-process executor: runs trials one after another in this process."""
+"""The in-process executor: runs groups of trials one after another in this process."""
 
 from __future__ import annotations
 
@@ -10,13 +10,19 @@ from learnscope.studies.base import Study, TrialOutput
 
 
 class InProcessExecutor:
-    """Runs each trial in the calling process, in order. Yields ``(index, output, wall_s)``."""
+    """Runs each group of trials in the calling process (batched where the study groups them).
+
+    Yields ``(group index, outputs, wall seconds)`` as each group finishes.
+    """
 
     name = "local"
 
-    def map(self, study: Study, cfg: Any, specs: list[dict[str, Any]]
-            ) -> Iterator[tuple[int, TrialOutput, float]]:
-        for i, spec in enumerate(specs):
+    def map(self, study: Study, cfg: Any, groups: list[list[dict[str, Any]]]
+            ) -> Iterator[tuple[int, list[TrialOutput], float]]:
+        for i, specs in enumerate(groups):
             t0 = time.perf_counter()
-            out = study.run_trial(cfg, spec)
-            yield i, out, time.perf_counter() - t0
+            outputs = study.run_group(cfg, specs)
+            yield i, outputs, time.perf_counter() - t0
+
+    def close(self) -> None:
+        pass

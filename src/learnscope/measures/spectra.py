@@ -411,3 +411,40 @@ def distance_from_init(params: Any, init_params: Any) -> dict[str, float]:
     out["abs"] = math.sqrt(tot_d2)
     out["rel"] = rel(math.sqrt(tot_d2), math.sqrt(tot_n2))
     return out
+
+
+# --------------------------------------------------------------------------- one SVD
+
+
+@dataclass(frozen=True, eq=False)
+class WeightSpectrum:
+    """Everything :func:`esd`, :func:`stable_rank` and :func:`effective_rank` give, from one SVD."""
+
+    singular_values: np.ndarray
+    eigenvalues: np.ndarray
+    """``esd(W)``: all M eigenvalues of ``W^T W / N``, ascending, structural zeros kept."""
+    stable_rank: float
+    effective_rank: float
+
+
+def weight_spectrum(w: Any) -> WeightSpectrum:
+    """One float64 SVD of ``W`` (N x M) and the spectral quantities derived from it.
+
+    Equal to calling :func:`esd`, :func:`stable_rank` and :func:`effective_rank` separately
+    (three decompositions); this is what a probe that measures often should use.
+
+    >>> ws = weight_spectrum(2.0 * torch.eye(3))
+    >>> ws.eigenvalues.tolist(), ws.stable_rank, round(ws.effective_rank, 6)
+    ([1.0, 1.0, 1.0], 3.0, 3.0)
+    """
+    m = _as_matrix(w, "w")
+    n_rows, n_cols = m.shape
+    s = torch.linalg.svdvals(m).numpy()
+    top, total = float(s[0]), float(s.sum())
+    if top == 0.0:
+        raise ValueError("the spectrum of an all-zero matrix has no ranks")
+    eigs = np.zeros(n_cols)
+    eigs[n_cols - len(s):] = np.sort(s**2 / n_rows)
+    p = s[s > 0] / total
+    return WeightSpectrum(_readonly(s), _readonly(eigs), float((s**2).sum()) / top**2,
+                          float(math.exp(-float(np.sum(p * np.log(p))))))

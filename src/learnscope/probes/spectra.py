@@ -7,11 +7,9 @@ from torch import nn
 
 from learnscope.measures.spectra import (
     distance_from_init,
-    effective_rank,
-    esd,
     marchenko_pastur_fit,
     power_law_alpha,
-    stable_rank,
+    weight_spectrum,
 )
 from learnscope.probes.base import Probe, ProbeContext
 from learnscope.probes.schedule import Schedule, log_spaced
@@ -53,15 +51,20 @@ class WeightSpectrumProbe(Probe):
             if min(w.shape) < self.min_size:
                 continue
             n_rows, n_cols = w.shape
-            eigs = esd(w)
-            fit = marchenko_pastur_fit(eigs, n_cols / n_rows)
             meta = {"layer": name}
+            try:
+                spec = weight_spectrum(w)  # one SVD for the ESD and both ranks
+            except ValueError:  # an all-zero matrix: no spectrum to speak of
+                recs.append(Record("stable_rank", np.nan, meta=meta | {"note": "zero matrix"}))
+                continue
+            eigs = spec.eigenvalues
+            fit = marchenko_pastur_fit(eigs, n_cols / n_rows)
             recs += [
                 Record("lambda_max", float(eigs.max()), meta=meta),
                 Record("mp_lambda_plus", fit.lambda_plus, meta=meta),
                 Record("mp_spikes", fit.n_spikes, meta=meta),
-                Record("stable_rank", stable_rank(w), meta=meta),
-                Record("effective_rank", effective_rank(w), meta=meta),
+                Record("stable_rank", spec.stable_rank, meta=meta),
+                Record("effective_rank", spec.effective_rank, meta=meta),
             ]
             nonzero = eigs[eigs > 1e-12 * max(float(eigs.max()), 1e-300)]
             if len(nonzero) >= 10:

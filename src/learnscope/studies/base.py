@@ -117,6 +117,18 @@ class Study(ABC):
     def analyze(self, cfg: Any, results: list[TrialResult]) -> Analysis:
         """Claims, metrics, figures and tables, computed only from ``results``."""
 
+    def group_trials(self, cfg: Any, specs: list[dict[str, Any]]) -> list[list[int]]:
+        """Which trials run together (e.g. trained as one batch of models).
+
+        Indices into ``specs``; the default runs every trial on its own. Grouping must depend
+        only on the specs, so every executor forms the same groups.
+        """
+        return [[i] for i in range(len(specs))]
+
+    def run_group(self, cfg: Any, specs: list[dict[str, Any]]) -> list[TrialOutput]:
+        """Run a group of trials; the default runs them one by one."""
+        return [self.run_trial(cfg, spec) for spec in specs]
+
 
 def _clean(obj: Any) -> Any:
     if isinstance(obj, dict):

@@ -92,6 +92,14 @@ class DoubleDescent(Study):
                 specs.append({"curve": "poly", "seed": seed, "p": p})
         return specs
 
+    def group_trials(self, cfg: DoubleDescentConfig, specs: list[dict[str, Any]]
+                     ) -> list[list[int]]:
+        # Closed-form fits take milliseconds: ship one seed's whole sweep to a worker at once.
+        by_seed: dict[int, list[int]] = defaultdict(list)
+        for i, spec in enumerate(specs):
+            by_seed[spec["seed"]].append(i)
+        return list(by_seed.values())
+
     def run_trial(self, cfg: DoubleDescentConfig, spec: dict[str, Any]) -> TrialOutput:
         curve, seed = spec["curve"], spec["seed"]
         if curve == "poly":

@@ -1,0 +1,108 @@
+"""Executors: same records whichever runs a sweep; a SIGKILLed sweep resumes exactly."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from learnscope.cli import main
+
+SMALL = ["run", "double-descent", "--quick", "--seeds", "2", "--set", "features=10,50,100,200",
+         "--set", "sample_sizes=50,100,150", "--set", "poly_features=10,20,40",
+         "--set", "n_test=200"]
+
+
+def _records(db_path):
+    db = sqlite3.connect(db_path)
+    try:
+        return sorted(db.execute("SELECT trial_key, step, probe, key, value, meta FROM records"))
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--executor", "nope"], "unknown executor 'nope'"),
+    (["--executor", "process", "--workers", "999"], "more than this machine's"),
+    (["--executor", "process", "--workers", "0"], "at least 1"),
+    (["--executor", "local", "--workers", "2"], "--workers applies"),
+    (["--executor", "process", "--address", "127.0.0.1:1"], "--address applies"),
+])
+def test_bad_executor_options(argv, needle, tmp_path, capsys):
+    assert main([*SMALL, "--out", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and needle in err
+
+
+def test_unreachable_ray_address(tmp_path, capsys):
+    pytest.importorskip("ray")
+    assert main([*SMALL, "--out", str(tmp_path), "--executor", "ray",
+                 "--address", "127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "cannot reach a Ray cluster at 127.0.0.1:1" in err
+
+
+def test_same_records_with_every_executor(tmp_path, capsys):
+    executors = ["local", "process"]
+    try:
+        import ray  # noqa: F401
+
+        executors.append("ray")
+    except ImportError:
+        pass
+    results = {}
+    for name in executors:
+        out = tmp_path / name
+        assert main([*SMALL, "--out", str(out), "--executor", name, "--json"]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["executor"] == name and result["trials"]["run_now"] == 28
+        results[name] = (_records(out / "learnscope.db"), result["claims"])
+    reference = results["local"]
+    assert len(reference[0]) == 16 * 4 + 12 * 2  # 16 rf trials x 4 records, 12 others x 2
+    for name in executors[1:]:
+        assert results[name] == reference, name
+
+
+def test_sigkilled_process_sweep_resumes(tmp_path, capsys):
+    args = ["run", "double-descent", "--quick", "--seeds", "8", "--executor", "process",
+            "--workers", "2", "--out", str(tmp_path)]
+    proc = subprocess.Popen([sys.executable, "-m", "learnscope.cli", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    db_path = tmp_path / "learnscope.db"
+    deadline = time.time() + 180
+    stored = 0
+    while time.time() < deadline and proc.poll() is None:
+        if db_path.exists():
+            try:
+                db = sqlite3.connect(db_path, timeout=5)
+                stored = db.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
+                db.close()
+            except sqlite3.OperationalError:
+                stored = 0
+            if stored >= 72:
+                break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its workers, mid-sweep
+    proc.wait(timeout=30)
+    db = sqlite3.connect(db_path, timeout=30)
+    at_kill = db.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
+    db.close()
+    assert 72 <= at_kill < 288
+
+    assert main([*args, "--resume", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["trials"]["reused"] == at_kill and result["trials"]["total"] == 288
+    db = sqlite3.connect(db_path)
+    trials = db.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
+    dups = db.execute("SELECT COUNT(*) FROM (SELECT run_id, trial_key, key, meta, COUNT(*) c "
+                      "FROM records GROUP BY 1,2,3,4 HAVING c > 1)").fetchone()[0]
+    runs = db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+    db.close()
+    assert (trials, dups, runs) == (288, 0, 1)
+    assert result["verdict"] == "reproduced"
