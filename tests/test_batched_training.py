@@ -26,6 +26,14 @@ FLOAT32_ATOL = 2e-5
 FLOAT64_ATOL = 1e-10
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def _data(dtype=torch.float64) -> ClassificationData:
     g = torch.Generator().manual_seed(0)
     w = torch.randn(D, C, generator=g)
@@ -149,6 +157,21 @@ def test_deeper_tanh_nets_with_subsets_and_stopping():
     # the stopping rule really triggered, at different epochs, for the models that have one
     assert fit_epochs[1] is None and None not in (fit_epochs[0], fit_epochs[2])
     assert len(results[0].history) < 6 and len(results[1].history) == 6
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_no_hidden_layer(optimizer):
+    """sizes [in, out]: batched multinomial logistic regressions."""
+    data = _data()
+    specs = [ModelSpec([D, C], seed=s, lr=0.02 * (s + 1)) for s in range(3)]
+    trainer = BatchedTrainer(specs, data, optimizer=optimizer, batch_size=BATCH,
+                             dtype=torch.float64, weight_decay=1e-3)
+    results = trainer.train(max_epochs=2)
+    for k, spec in enumerate(specs):
+        net, ref = _separate(spec, data, torch.float64, optimizer=optimizer, lr=None,
+                             batch_size=BATCH, max_epochs=2, weight_decay=1e-3)
+        assert _max_weight_error(trainer.export(k), net) < FLOAT64_ATOL
+        _assert_same_history(results[k].history, ref.history, loss_tol=1e-10)
 
 
 def _padded_region(tensors, spec_sizes, padded_sizes):

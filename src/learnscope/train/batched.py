@@ -1,25 +1,27 @@
 """Train K small MLPs at once: one set of batched tensor operations, the numbers of K runs.
 
 :class:`BatchedTrainer` trains K multi-layer perceptrons of the same depth side by side. Their
-parameters are stacked along a leading *model axis* (``W[l]`` has shape ``(K, fan_in,
-fan_out)`` for hidden layers, ``(K, out, fan_in)`` for the output layer, so that every matrix
-product below runs in a fast layout) and every step is a handful of ``torch.baddbmm`` /
-``torch.bmm`` calls over all K models. Each model keeps everything that makes it a separate
-experiment: its seed (initial weights exactly ``mlp(sizes, seed=seed)``'s, batch order exactly
-the one :func:`~learnscope.train.loop.train_classifier` draws for that seed), its label vector
-(label noise), its training subset, its learning rate, its optimizer state, its stopping rule
-and its divergence status. In float64 the trained weights agree with K separate
-``train_classifier`` runs to ~1e-12; in float32 to the float32 rounding noise that training
-amplifies (see the tests).
+parameters are stacked along a leading *model axis*: ``W`` of shape ``(K, fan_in, fan_out)`` and
+``b`` of shape ``(K, 1, fan_out)`` for hidden layers, ``(K, out, fan_in)`` and ``(K, out, 1)``
+for the output layer (whose logits are computed class-major, ``(K, C, batch)``: the layouts in
+which these small batched matrix products run fastest). A step is a handful of
+``torch.bmm`` / ``torch.baddbmm`` calls over all K models. Each model keeps everything that
+makes it a separate experiment: its seed (initial weights exactly ``mlp(sizes, seed=seed)``'s,
+batch order exactly the one :func:`~learnscope.train.loop.train_classifier` draws for that
+seed), its label vector (label noise), its training subset, its learning rate, its optimizer
+state, its stopping rule and its divergence status. In float64 the trained weights agree with K
+separate ``train_classifier`` runs to ~1e-15 (only the order of floating-point sums differs); in
+float32 to ~1e-6 after a few dozen steps (see the tests).
 
 **Why not autograd.** At these sizes (a few thousand weights per model, batches of ~100) a step
 costs microseconds of arithmetic but a per-operation overhead of tens of microseconds; autograd
 adds a graph, saved tensors, fresh allocations and slow generic kernels (softmax over 10
 classes, ``grad * (h > 0)``) on top. The forward and backward passes are therefore written out by
 hand: a max-shifted ``exp`` for the softmax, ``aten.threshold_backward`` for the ReLU derivative,
-``out=`` variants into preallocated buffers, and one flat parameter / gradient / optimizer-state
-buffer per trainer so that an SGD or Adam update is a few element-wise operations over *all*
-parameters of *all* models.
+``out=`` variants into preallocated buffers, the first layer's bias folded into its matmul (the
+inputs carry a constant-1 feature, so the bias gradient comes out of the weight-gradient matmul
+too), and one flat parameter / gradient / optimizer-state buffer per trainer so that an SGD or
+Adam update is a few element-wise operations over *all* parameters of *all* models.
 
 **The padding trick.** Models of different hidden widths share one stack by padding every hidden
 layer to the widest one with zeros: a padded unit has zero incoming weights, zero bias and zero
@@ -104,6 +106,23 @@ class BatchedResult(TrainResult):
     model: nn.Sequential | None = None
 
 
+def _labels_and_mask(data: ClassificationData, spec: ModelSpec
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The spec's training labels and corrupted-example mask over all of ``data.x_train``."""
+    y = data.y_train if spec.y_train is None else torch.as_tensor(spec.y_train).long()
+    if len(y) != len(data.y_train):
+        raise ValueError("ModelSpec.y_train must have one label per training example")
+    if spec.noisy_mask is not None:
+        noisy = torch.as_tensor(spec.noisy_mask).bool()
+        if len(noisy) != len(y):
+            raise ValueError("ModelSpec.noisy_mask must have one entry per training example")
+    elif spec.y_train is not None:
+        noisy = y != data.y_train_clean
+    else:
+        noisy = data.noisy_mask
+    return y.long(), noisy
+
+
 def spec_data(data: ClassificationData, spec: ModelSpec) -> ClassificationData:
     """The data a separate ``train_classifier`` run of ``spec`` would use (labels, subset, mask).
 
@@ -111,15 +130,7 @@ def spec_data(data: ClassificationData, spec: ModelSpec) -> ClassificationData:
     ``mlp(spec.sizes, seed=spec.seed)`` by ``train_classifier(net, spec_data(data, spec),
     seed=spec.seed, ...)``.
     """
-    y = data.y_train if spec.y_train is None else torch.as_tensor(spec.y_train).long()
-    if len(y) != len(data.y_train):
-        raise ValueError("ModelSpec.y_train must have one label per training example")
-    if spec.noisy_mask is not None:
-        noisy = torch.as_tensor(spec.noisy_mask).bool()
-    elif spec.y_train is not None:
-        noisy = y != data.y_train_clean
-    else:
-        noisy = data.noisy_mask
+    y, noisy = _labels_and_mask(data, spec)
     x, clean = data.x_train, data.y_train_clean
     if spec.subset is not None:
         idx = torch.as_tensor(spec.subset).long()
@@ -207,6 +218,22 @@ def bucket_widths(widths: Sequence[int | Sequence[int]], *, method: str = "flops
 # the trainer
 
 
+def _with_ones(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Flattened inputs with a constant-1 feature appended (the first layer's bias input)."""
+    x = x.reshape(len(x), -1).to(dtype)
+    return torch.cat([x, torch.ones(len(x), 1, dtype=dtype)], 1).contiguous()
+
+
+def _blocks(t: torch.Tensor, b: int) -> list[torch.Tensor]:
+    """The columns of ``t`` (K, m) cut into contiguous (K, b) batches (the last one shorter)."""
+    K, m = t.shape
+    full = m // b
+    out = list(t[:, :full * b].reshape(K, full, b).transpose(0, 1).contiguous().unbind(0))
+    if m % b:
+        out.append(t[:, full * b:].contiguous())
+    return out
+
+
 class _Buffers:
     """Preallocated work tensors of one step for batch size ``b`` (views of shared storage)."""
 
@@ -216,8 +243,8 @@ class _Buffers:
             return store[name][:numel].view(*shape)
 
         C, L = sizes[-1], len(sizes) - 1
-        self.x = view("x", K, b, sizes[0])
-        self.x_rows = self.x.view(K * b, sizes[0])
+        self.x = view("x", K, b, sizes[0] + 1)  # inputs with a constant 1 appended
+        self.x_rows = self.x.view(K * b, sizes[0] + 1)
         self.xT = self.x.transpose(1, 2)
         self.a = [view(f"a{li}", K, b, sizes[li + 1]) for li in range(L - 1)]
         self.aT = [a.transpose(1, 2) for a in self.a]
@@ -290,21 +317,13 @@ class BatchedTrainer:
 
         K = len(specs)
         n = len(data.x_train)
-        self._x = data.x_train.reshape(n, -1).to(dtype).contiguous()
-        self._x_test = data.x_test.reshape(len(data.x_test), -1).to(dtype).contiguous()
+        self._x = _with_ones(data.x_train, dtype)
+        self._x_test = _with_ones(data.x_test, dtype)
         self._y_test = data.y_test.long()
         labels, masks, subsets = [], [], []
         for spec in specs:
-            y = data.y_train if spec.y_train is None else torch.as_tensor(spec.y_train).long()
-            if len(y) != n:
-                raise ValueError("ModelSpec.y_train must have one label per training example")
-            if spec.noisy_mask is not None:
-                noisy = torch.as_tensor(spec.noisy_mask).bool()
-            elif spec.y_train is not None:
-                noisy = y != data.y_train_clean
-            else:
-                noisy = data.noisy_mask
-            labels.append(y.long())
+            y, noisy = _labels_and_mask(data, spec)
+            labels.append(y)
             masks.append(noisy)
             subsets.append(None if spec.subset is None else torch.as_tensor(spec.subset).long())
         if all(s is None for s in subsets):
@@ -342,29 +361,42 @@ class BatchedTrainer:
 
     # ---------------------------------------------------------------- parameters and state
 
-    def _shapes(self, K: int) -> list[tuple[int, ...]]:
-        """Storage shapes of [W0, b0, W1, b1, ...] for a stack of K models."""
+    def _numel(self, K: int) -> int:
+        s = self.sizes
+        return K * sum((s[li] + 1) * s[li + 1] for li in range(len(s) - 1))
+
+    def _layout(self, flat: torch.Tensor, K: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Views ``[W0, b0, W1, b1, ...]`` of a flat buffer, and the first layer's block.
+
+        The first layer's weights and bias share one block, ``(K, in + 1, h1)`` (or
+        ``(K, out, in + 1)`` without hidden layers), multiplied by inputs that carry a constant
+        1 as last feature: its bias is added, and its bias gradient summed, by the matmul.
+        """
         sizes, L = self.sizes, len(self.sizes) - 1
-        shapes: list[tuple[int, ...]] = []
-        for li in range(L):
+        d, h = sizes[0], sizes[1]
+        if L > 1:
+            first = flat[:K * (d + 1) * h].view(K, d + 1, h)
+            views = [first[:, :d], first[:, d:]]
+        else:
+            first = flat[:K * h * (d + 1)].view(K, h, d + 1)
+            views = [first[:, :, :d], first[:, :, d:]]
+        offset = first.numel()
+        for li in range(1, L):
             fan_in, fan_out = sizes[li], sizes[li + 1]
-            if li < L - 1:
-                shapes += [(K, fan_in, fan_out), (K, 1, fan_out)]
-            else:
-                shapes += [(K, fan_out, fan_in), (K, fan_out, 1)]
-        return shapes
+            shapes = ([(K, fan_in, fan_out), (K, 1, fan_out)] if li < L - 1
+                      else [(K, fan_out, fan_in), (K, fan_out, 1)])
+            for shape in shapes:
+                numel = math.prod(shape)
+                views.append(flat[offset:offset + numel].view(shape))
+                offset += numel
+        return views, first
 
     def _views(self, flat: torch.Tensor, K: int) -> list[torch.Tensor]:
-        out, offset = [], 0
-        for shape in self._shapes(K):
-            numel = math.prod(shape)
-            out.append(flat[offset:offset + numel].view(shape))
-            offset += numel
-        return out
+        return self._layout(flat, K)[0]
 
     def _initial_parameters(self) -> list[torch.Tensor]:
         K = len(self.specs)
-        params = [torch.zeros(shape, dtype=self.dtype) for shape in self._shapes(K)]
+        params = self._views(torch.zeros(self._numel(K), dtype=self.dtype), K)
         for k, spec in enumerate(self.specs):
             net = mlp(spec.sizes, activation=self.activation, seed=spec.seed).to(self.dtype)
             self._load(params, k, net)
@@ -391,14 +423,14 @@ class BatchedTrainer:
         """(Re)build the flat buffers of the current stack from per-parameter tensors."""
         K = params[0].shape[0]
         self.K = K
-        total = sum(p.numel() for p in params)
+        total = self._numel(K)
         self._flat = torch.empty(total, dtype=self.dtype)
-        self.params = self._views(self._flat, K)
+        self.params, self._first = self._layout(self._flat, K)
         """Stacked parameters ``[W0, b0, W1, b1, ...]`` of the active models (see module doc)."""
         for dst, src in zip(self.params, params, strict=True):
             dst.copy_(src)
         self._gflat = torch.zeros(total, dtype=self.dtype)
-        self.grads = self._views(self._gflat, K)
+        self.grads, self._gfirst = self._layout(self._gflat, K)
         self._pT = [p.transpose(1, 2) for p in self.params]
         lr_full = torch.empty(total, dtype=self.dtype)
         lrs = torch.tensor(self._lrs, dtype=self.dtype).view(K, 1, 1)
@@ -410,7 +442,7 @@ class BatchedTrainer:
         self._store: dict[str, torch.Tensor] = {}
         self._buffers: dict[int, _Buffers] = {}
         B, s = self.batch_size, self.sizes
-        need = {"x": K * B * s[0], "z": K * B * s[-1], "e": K * B * s[-1],
+        need = {"x": K * B * (s[0] + 1), "z": K * B * s[-1], "e": K * B * s[-1],
                 "m": K * B, "s": K * B, "zy": K * B, "lv": K * B, "loss": K}
         for li in range(len(s) - 2):
             need[f"a{li}"] = need[f"da{li}"] = K * B * s[li + 1]
@@ -470,34 +502,32 @@ class BatchedTrainer:
         perms = torch.stack([torch.randperm(m, generator=g) for g in self._gens])
         if self._subset is not None:
             perms = torch.gather(self._subset, 1, perms)
-        full = m // B
-        blocks = []
-        if full:
-            blocks = list(perms[:, :full * B].reshape(self.K, full, B).transpose(0, 1)
-                          .contiguous().unbind(0))
-        if m % B:
-            blocks.append(perms[:, full * B:].contiguous())
-        self._epoch_idx = [(blk, torch.gather(self._y, 1, blk).unsqueeze(1)) for blk in blocks]
+        labels = torch.gather(self._y, 1, perms)
+        self._epoch_idx = list(zip(_blocks(perms, B), [y.unsqueeze(1) for y in _blocks(labels, B)],
+                                   strict=True))
         self._pos = 0
         self._loss_sum.zero_()
 
     def _forward(self, x: torch.Tensor, bufs: _Buffers | None) -> torch.Tensor:
         """Logits ``(K, C, b)`` of input ``x`` ``(K, b, in)``; keeps activations in ``bufs``."""
         p, L = self.params, len(self.sizes) - 1
+        if L == 1:
+            out = None if bufs is None else bufs.z
+            return torch.bmm(self._first, x.transpose(1, 2), out=out)
         h = x
         for li in range(L - 1):
-            if bufs is None:
-                h = torch.baddbmm(p[2 * li + 1], h, p[2 * li])
+            out = None if bufs is None else bufs.a[li]
+            if li == 0:
+                h = torch.bmm(h, self._first, out=out)
             else:
-                h = torch.baddbmm(p[2 * li + 1], h, p[2 * li], out=bufs.a[li])
+                h = torch.baddbmm(p[2 * li + 1], h, p[2 * li], out=out)
             if self.activation == "relu":
                 h.relu_()
             else:
                 h.tanh_()
         if bufs is None:
             return torch.baddbmm(p[-1], p[-2], h.transpose(1, 2))
-        hT = bufs.aT[-1] if L > 1 else bufs.xT
-        return torch.baddbmm(p[-1], p[-2], hT, out=bufs.z)
+        return torch.baddbmm(p[-1], p[-2], bufs.aT[-1], out=bufs.z)
 
     def _step(self, idx: torch.Tensor, y: torch.Tensor) -> None:
         """One optimizer step of every active model on its batch ``idx`` ``(K, b)``, labels ``y``."""
@@ -512,7 +542,7 @@ class BatchedTrainer:
         torch.sum(e, 1, keepdim=True, out=s)
         torch.gather(z, 1, y, out=bf.zy)
         torch.log(s, out=bf.lv).add_(m).sub_(bf.zy)
-        torch.mean(bf.lv.view(K, b), 1, out=bf.loss)
+        torch.sum(bf.lv.view(K, b), 1, out=bf.loss)  # b * (mean cross-entropy) per model
         if not math.isfinite(float(bf.loss.sum())):
             bad = [k for k in range(K) if not math.isfinite(float(bf.loss[k]))]
             for pos in bad:
@@ -522,7 +552,7 @@ class BatchedTrainer:
             if self.K:
                 self._step(idx.index_select(0, keep), y.index_select(0, keep))
             return
-        self._loss_sum.add_(bf.loss, alpha=b)
+        self._loss_sum.add_(bf.loss)
         # backward: dL/dz = (softmax - onehot) / b, laid out (K, C, b)
         s.mul_(b)
         e.div_(s).scatter_add_(1, y, bf.neg)
@@ -533,19 +563,22 @@ class BatchedTrainer:
     def _backward(self, bf: _Buffers, dz: torch.Tensor) -> None:
         """Gradients of the mean loss into :attr:`grads`, given ``dz = dL/dlogits`` (K, C, b)."""
         p, pT, g, L = self.params, self._pT, self.grads, len(self.sizes) - 1
-        torch.bmm(dz, bf.a[-1] if L > 1 else bf.x, out=g[-2])
-        torch.sum(dz, 2, keepdim=True, out=g[-1])
         if L == 1:
+            torch.bmm(dz, bf.x, out=self._gfirst)
             return
+        torch.bmm(dz, bf.a[-1], out=g[-2])
+        torch.sum(dz, 2, keepdim=True, out=g[-1])
         da = torch.bmm(bf.eT, p[-2], out=bf.da[-1])
         for li in range(L - 2, -1, -1):
             if self.activation == "relu":
                 _threshold_backward(da, bf.a[li], 0, grad_input=da)
             else:
                 _tanh_backward(da, bf.a[li], grad_input=da)
-            torch.bmm(bf.aT[li - 1] if li > 0 else bf.xT, da, out=g[2 * li])
-            torch.sum(da, 1, keepdim=True, out=g[2 * li + 1])
-            if li > 0:
+            if li == 0:
+                torch.bmm(bf.xT, da, out=self._gfirst)
+            else:
+                torch.bmm(bf.aT[li - 1], da, out=g[2 * li])
+                torch.sum(da, 1, keepdim=True, out=g[2 * li + 1])
                 da = torch.bmm(da, pT[2 * li], out=bf.da[li - 1])
 
     def _update(self) -> None:
@@ -581,7 +614,8 @@ class BatchedTrainer:
         """Take ``n_steps`` optimizer steps (crossing epochs as needed) without evaluating.
 
         For timing and for callers that evaluate on their own; :meth:`train` is the logged
-        loop. Divergence is still detected per step.
+        loop (do not mix the two: :meth:`train` always starts a fresh epoch). Divergence is
+        still detected per step.
         """
         for _ in range(n_steps):
             if not self.K:
