@@ -14,7 +14,7 @@ from learnscope.cli import main
 
 SMALL = ["run", "double-descent", "--quick", "--seeds", "2", "--set", "features=10,50,100,200",
          "--set", "sample_sizes=50,100,150", "--set", "poly_features=10,20,40",
-         "--set", "n_test=200"]
+         "--set", "n_test=200", "--set", "mlp_widths=4,16", "--set", "mlp_epochs=20"]
 
 
 def _records(db_path):
@@ -59,10 +59,11 @@ def test_same_records_with_every_executor(tmp_path, capsys):
         out = tmp_path / name
         assert main([*SMALL, "--out", str(out), "--executor", name, "--json"]) == 0
         result = json.loads(capsys.readouterr().out)
-        assert result["executor"] == name and result["trials"]["run_now"] == 28
+        assert result["executor"] == name and result["trials"]["run_now"] == 32
         results[name] = (_records(out / "learnscope.db"), result["claims"])
     reference = results["local"]
-    assert len(reference[0]) == 16 * 4 + 12 * 2  # 16 rf trials x 4 records, 12 others x 2
+    # 16 random-feature trials x 4 records, 12 sample-wise/polynomial x 2, 4 MLPs x 4
+    assert len(reference[0]) == 16 * 4 + 12 * 2 + 4 * 4
     for name in executors[1:]:
         assert results[name] == reference, name
 
@@ -93,16 +94,16 @@ def test_sigkilled_process_sweep_resumes(tmp_path, capsys):
     db = sqlite3.connect(db_path, timeout=30)
     at_kill = db.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
     db.close()
-    assert 72 <= at_kill < 288
+    assert 72 <= at_kill < 296
 
     assert main([*args, "--resume", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["trials"]["reused"] == at_kill and result["trials"]["total"] == 288
+    assert result["trials"]["reused"] == at_kill and result["trials"]["total"] == 296
     db = sqlite3.connect(db_path)
     trials = db.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
     dups = db.execute("SELECT COUNT(*) FROM (SELECT run_id, trial_key, key, meta, COUNT(*) c "
                       "FROM records GROUP BY 1,2,3,4 HAVING c > 1)").fetchone()[0]
     runs = db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
     db.close()
-    assert (trials, dups, runs) == (288, 0, 1)
+    assert (trials, dups, runs) == (296, 0, 1)
     assert result["verdict"] == "reproduced"

@@ -74,3 +74,14 @@ def test_every_study_has_docs_and_quick_size():
 @pytest.mark.parametrize("name", ["double-descent", "random-labels"])
 def test_default_size_reproduces(name, tmp_path):
     assert main(["run", name, "--out", str(tmp_path), "--json"]) == 0
+
+
+def test_mlp_bump_definition():
+    from learnscope.studies.double_descent_mlp import _bump
+
+    curve = {2: 80.0, 4: 60.0, 8: 66.0, 16: 64.0, 32: 58.0}
+    b = _bump(curve)
+    assert (b["first_min"], b["peak"]) == (4, 8)
+    assert b["bump"] == 8.0 and b["rise"] == 6.0
+    flat = _bump({2: 50.0, 4: 40.0, 8: 30.0})  # monotone: no bump
+    assert flat["bump"] == 0 and flat["rise"] == 0

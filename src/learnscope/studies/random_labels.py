@@ -26,6 +26,7 @@ from learnscope.store.records import Record, TrialResult
 from learnscope.studies import register
 from learnscope.studies.base import Analysis, Claim, Study, Table, TrialOutput, compare_claim
 from learnscope.train import train_classifier
+from learnscope.train.loop import TrainResult
 
 CHANCE = 0.1
 
@@ -47,6 +48,8 @@ class RandomLabelsConfig(StudyConfig):
     momentum: float = param(0.9, "SGD momentum", ge=0, lt=1)
     batch_size: int = param(100, "minibatch size", ge=1)
     max_epochs: int = param(1000, "give up fitting after this many epochs", ge=1)
+    batched: bool = param(True, "train all label conditions of a seed as one batch of models "
+                                "(same numbers as separate runs up to float32 rounding)")
 
     def check(self) -> None:
         from learnscope.errors import ConfigError
@@ -75,6 +78,39 @@ class RandomLabels(Study):
             conditions.append({"condition": "shuffled-pixels", "noise": 0.0})
         return [c | {"seed": s} for s in cfg.seed_list() for c in conditions]
 
+    def group_trials(self, cfg: RandomLabelsConfig, specs: list[dict[str, Any]]
+                     ) -> list[list[int]]:
+        """With ``batched``, the label conditions of one seed share their inputs and train
+        as one batch of models; the random-pixel conditions have inputs of their own."""
+        if not cfg.batched:
+            return super().group_trials(cfg, specs)
+        by_seed: dict[int, list[int]] = defaultdict(list)
+        singles = []
+        for i, spec in enumerate(specs):
+            if spec["condition"] == "labels":
+                by_seed[spec["seed"]].append(i)
+            else:
+                singles.append([i])
+        return list(by_seed.values()) + singles
+
+    def run_group(self, cfg: RandomLabelsConfig, specs: list[dict[str, Any]]
+                  ) -> list[TrialOutput]:
+        if len(specs) == 1 or any(s["condition"] != "labels" for s in specs) or \
+                len({s["seed"] for s in specs}) != 1:
+            return super().run_group(cfg, specs)
+        from learnscope.train.batched import ModelSpec, train_models
+
+        seed = specs[0]["seed"]
+        base = digits(cfg.n_train, seed=seed)
+        sizes = [base.n_features, cfg.hidden, cfg.hidden, base.n_classes]
+        datas = [random_labels(base, s["noise"], seed=seed) for s in specs]
+        model_specs = [ModelSpec(sizes, seed=seed, y_train=d.y_train, noisy_mask=d.noisy_mask,
+                                 stop_at_train_acc=1.0) for d in datas]
+        results = train_models(model_specs, base, max_epochs=cfg.max_epochs,
+                               optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum,
+                               batch_size=cfg.batch_size)
+        return [_output(r, d, batched=True) for r, d in zip(results, datas, strict=True)]
+
     def run_trial(self, cfg: RandomLabelsConfig, spec: dict[str, Any]) -> TrialOutput:
         seed = spec["seed"]
         data = make_condition(digits(cfg.n_train, seed=seed), spec["condition"],
@@ -84,13 +120,7 @@ class RandomLabels(Study):
             model, data, optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum,
             batch_size=cfg.batch_size, max_epochs=cfg.max_epochs, seed=seed,
             stop_at_train_acc=1.0)
-        records = result.records()
-        fit = result.fit_epoch
-        records.append(Record("epochs_to_fit", math.nan if fit is None else fit, probe="fit"))
-        records.append(Record("labels_changed", float(data.noisy_mask.float().mean()),
-                              probe="data"))
-        return TrialOutput(records, "diverged" if result.diverged else "finished",
-                           {"fit_epoch": fit})
+        return _output(result, data, batched=False)
 
     # -- analysis ------------------------------------------------------------------------
     def analyze(self, cfg: RandomLabelsConfig, results: list[TrialResult]) -> Analysis:
@@ -179,6 +209,16 @@ class RandomLabels(Study):
                  "the chosen fraction of labels is replaced by a uniformly random class, so "
                  "about 10% of them keep their true class ('labels changed' column)."]
         return Analysis(claims, metrics, figures, tables, notes)
+
+
+def _output(result: TrainResult, data: ClassificationData, *, batched: bool) -> TrialOutput:
+    records = result.records()
+    fit = result.fit_epoch
+    records.append(Record("epochs_to_fit", math.nan if fit is None else fit, probe="fit"))
+    records.append(Record("labels_changed", float(data.noisy_mask.float().mean()),
+                          probe="data"))
+    return TrialOutput(records, "diverged" if result.diverged else "finished",
+                       {"fit_epoch": fit, "batched": batched})
 
 
 def make_condition(data: ClassificationData, condition: str, noise: float, *, seed: int
