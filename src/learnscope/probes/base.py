@@ -100,6 +100,53 @@ class Probe:
         return f"{type(self).__name__}({args})"
 
 
+class LayerProbe(Probe):
+    """A probe on the outputs of chosen modules (default: the model's activation modules).
+
+    The constructor argument ``layers`` is kept as ``layer_names`` (``layers`` is the method
+    the scope calls).
+    """
+
+    needs_activations = True
+    layer_names: list[str] | None = None
+
+    @staticmethod
+    def check_layer_names(layers: Sequence[str] | None) -> list[str] | None:
+        if isinstance(layers, str):
+            raise ValueError(f"layers must be a list of module names, got the string {layers!r}")
+        if layers is None:
+            return None
+        layers = list(layers)
+        if not layers or not all(isinstance(n, str) for n in layers):
+            raise ValueError(f"layers must be a non-empty list of module names, got {layers}")
+        if len(set(layers)) != len(layers):
+            raise ValueError(f"layers has duplicate names: {layers}")
+        return layers
+
+    def layers(self, model: nn.Module) -> list[str]:
+        return list(self.layer_names) if self.layer_names is not None else default_layers(model)
+
+    def resolve_layers(self, model: nn.Module) -> list[str]:
+        """The layer names for ``model``; ValueError for a name the model does not have."""
+        import warnings
+
+        modules = dict(model.named_modules())
+        names = self.layers(model)
+        missing = [n for n in names if n not in modules]
+        if missing:
+            raise ValueError(f"{type(self).__name__}: model has no module named {missing[0]!r}; "
+                             f"known: {', '.join(n for n in modules if n)}")
+        if not names:
+            warnings.warn(f"{type(self).__name__}: the model has no hidden layers (no activation "
+                          "modules); pass layers=[...]. It will record nothing.", stacklevel=3)
+        return names
+
+    def params(self) -> dict[str, Any]:
+        out = super().params()
+        out["layers"] = None if self.layer_names is None else list(self.layer_names)
+        return out
+
+
 def _summarize(value: Any) -> Any:
     """A JSON-friendly description of a constructor argument (arrays by their shape)."""
     if isinstance(value, Schedule):

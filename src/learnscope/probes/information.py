@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,14 +11,14 @@ import torch
 from torch import nn
 
 from learnscope.measures.information import information_plane_binning, information_plane_kde
-from learnscope.probes.base import Probe, ProbeContext, default_layers
+from learnscope.probes.base import LayerProbe, ProbeContext
 from learnscope.probes.schedule import Schedule, log_spaced
 from learnscope.store.records import Record
 
 _ESTIMATORS = ("binning", "kde")
 
 
-class InformationPlaneProbe(Probe):
+class InformationPlaneProbe(LayerProbe):
     """Per layer T: the information-plane coordinates I(X;T) and I(T;Y), in bits, on the
     scope's probe data (X = the probe inputs, each its own symbol; Y = the integer targets).
 
@@ -66,14 +65,7 @@ class InformationPlaneProbe(Probe):
                  bin_size: float | None = None,
                  value_range: tuple[float, float] | None = None,
                  noise_variance: float = 0.1) -> None:
-        if isinstance(layers, str):
-            raise ValueError(f"layers must be a list of module names, got the string {layers!r}")
-        if layers is not None:
-            layers = list(layers)
-            if not layers or not all(isinstance(n, str) for n in layers):
-                raise ValueError(f"layers must be a non-empty list of module names, got {layers}")
-            if len(set(layers)) != len(layers):
-                raise ValueError(f"layers has duplicate names: {layers}")
+        layers = self.check_layer_names(layers)
         if estimator not in _ESTIMATORS:
             raise ValueError(f"unknown estimator {estimator!r}; choose from {_ESTIMATORS}")
         if bin_size is None:
@@ -105,27 +97,11 @@ class InformationPlaneProbe(Probe):
 
     def params(self) -> dict[str, Any]:
         out = super().params()
-        # ``layers`` is also the Probe method, so the constructor argument lives in layer_names.
-        out["layers"] = None if self.layer_names is None else list(self.layer_names)
         out["value_range"] = None if self.value_range is None else list(self.value_range)
         return out
 
-    def layers(self, model: nn.Module) -> list[str]:
-        if self.layer_names is not None:
-            return list(self.layer_names)
-        return default_layers(model)
-
     def setup(self, model: nn.Module) -> None:
-        modules = dict(model.named_modules())
-        names = self.layers(model)
-        missing = [n for n in names if n not in modules]
-        if missing:
-            raise ValueError(f"InformationPlaneProbe: model has no module named {missing[0]!r}; "
-                             f"known: {', '.join(n for n in modules if n)}")
-        if not names:
-            warnings.warn("InformationPlaneProbe: the model has no hidden layers (no activation "
-                          "modules); pass layers=[...]. It will record nothing.", stacklevel=2)
-        self._resolved = names
+        self._resolved = self.resolve_layers(model)
         self._last_step = None
 
     def _targets(self, ctx: ProbeContext) -> np.ndarray:

@@ -4,7 +4,6 @@ and how similar the layers are to each other."""
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,14 +12,14 @@ from torch import nn
 
 from learnscope.measures.cka import cka_matrix, linear_cka
 from learnscope.measures.svcca import svcca
-from learnscope.probes.base import Probe, ProbeContext, default_layers
+from learnscope.probes.base import LayerProbe, ProbeContext
 from learnscope.probes.schedule import Schedule, log_spaced
 from learnscope.store.records import Record
 
 _METHODS = ("cka", "svcca")
 
 
-class LayerSimilarityProbe(Probe):
+class LayerSimilarityProbe(LayerProbe):
     """Per layer: the similarity of its representation at every checkpoint to its representation
     at the end of training (``similarity_to_final``), and the first checkpoint step at which that
     similarity reaches ``threshold`` (``steps_to_threshold``: the "networks converge bottom up"
@@ -77,14 +76,7 @@ class LayerSimilarityProbe(Probe):
                  method: str = "cka", unbiased: bool = False, variance_threshold: float = 0.99,
                  pairs: bool = True, dtype: torch.dtype = torch.float32,
                  threshold: float = 0.9) -> None:
-        if isinstance(layers, str):
-            raise ValueError(f"layers must be a list of module names, got the string {layers!r}")
-        if layers is not None:
-            layers = list(layers)
-            if not layers or not all(isinstance(n, str) for n in layers):
-                raise ValueError(f"layers must be a non-empty list of module names, got {layers}")
-            if len(set(layers)) != len(layers):
-                raise ValueError(f"layers has duplicate names: {layers}")
+        layers = self.check_layer_names(layers)
         if method not in _METHODS:
             raise ValueError(f"unknown method {method!r}; choose from {_METHODS}")
         if not isinstance(unbiased, bool):
@@ -114,28 +106,11 @@ class LayerSimilarityProbe(Probe):
     # -- configuration ---------------------------------------------------------------------
     def params(self) -> dict[str, Any]:
         out = super().params()
-        # ``layers`` is also the Probe method, so the constructor argument lives in layer_names.
-        out["layers"] = None if self.layer_names is None else list(self.layer_names)
         out["dtype"] = str(self.dtype).removeprefix("torch.")
         return out
 
-    def layers(self, model: nn.Module) -> list[str]:
-        if self.layer_names is not None:
-            return list(self.layer_names)
-        return default_layers(model)
-
     def setup(self, model: nn.Module) -> None:
-        modules = dict(model.named_modules())
-        names = self.layers(model)
-        missing = [n for n in names if n not in modules]
-        if missing:
-            raise ValueError(f"LayerSimilarityProbe: model has no module named {missing[0]!r}; "
-                             f"known: {', '.join(n for n in modules if n)}")
-        if not names:
-            warnings.warn("LayerSimilarityProbe: the model has no hidden layers to compare "
-                          "(no activation modules); pass layers=[...]. It will record nothing.",
-                          stacklevel=2)
-        self._resolved = names
+        self._resolved = self.resolve_layers(model)
         self._checkpoints = {}
 
     def _method_meta(self) -> dict[str, Any]:
