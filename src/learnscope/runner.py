@@ -89,15 +89,20 @@ def resolve_config(study: Study, *, quick: bool = False,
 
 
 def versions() -> dict[str, str]:
-    import numpy
-    import scipy
-    import sklearn
+    """Versions of learnscope, Python and the numerical packages (read from their metadata,
+    without importing them: importing scikit-learn alone takes a second or more)."""
+    from importlib.metadata import PackageNotFoundError, version
 
     from learnscope import __version__
 
-    return {"learnscope": __version__, "python": sys.version.split()[0],
-            "torch": torch.__version__, "numpy": numpy.__version__, "scipy": scipy.__version__,
-            "scikit-learn": sklearn.__version__, "platform": platform.platform()}
+    out = {"learnscope": __version__, "python": sys.version.split()[0],
+           "torch": torch.__version__}
+    for name in ("numpy", "scipy", "scikit-learn"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:  # pragma: no cover
+            out[name] = "not installed"
+    return out | {"platform": platform.platform()}
 
 
 def run_study(name: str, *, quick: bool = False, overrides: Mapping[str, Any] | None = None,
