@@ -59,3 +59,30 @@ def test_unwritable_directory(tmp_path):
     target.write_text("x")
     with pytest.raises(StoreError, match="cannot create results directory"):
         RunStore(target / "sub")
+
+
+def test_interrupt_in_the_middle_of_a_trial_write_leaves_nothing(tmp_path):
+    class Interrupting:
+        """Forwards to the real connection but raises Ctrl-C on the records insert."""
+
+        def __init__(self, db):
+            self.db = db
+
+        def executemany(self, *args):
+            raise KeyboardInterrupt
+
+        def __getattr__(self, name):
+            return getattr(self.db, name)
+
+    with RunStore(tmp_path) as store:
+        run = store.create_run("demo", {})
+        real = store._db
+        store._db = Interrupting(real)
+        with pytest.raises(KeyboardInterrupt):
+            store.save_trial(run.run_id, "k", {}, [Record("a", 1.0)])
+        store._db = real
+        assert not real.in_transaction
+        assert store.finished_keys(run.run_id) == set()
+        store.set_run_status(run.run_id, "interrupted")  # the store is still usable
+        assert store.save_trial(run.run_id, "k", {}, [Record("a", 1.0)])
+        assert store.count_records(run.run_id) == 1

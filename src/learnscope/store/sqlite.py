@@ -226,10 +226,16 @@ class RunStore:
             self._db.executemany("INSERT INTO records VALUES (?,?,?,?,?,?,?)", rows)
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
+            self._rollback()
             raise StoreError(f"cannot write to {self.db_path}: {exc}") from None
+        except BaseException:  # Ctrl-C / SIGTERM mid-write: nothing half-written stays
+            self._rollback()
+            raise
         return True
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
 
     def append_records(self, run_id: str, trial_key: str, records: Iterable[Record]) -> int:
         """Append records of a live (still running) trial, e.g. from probes; one transaction."""
