@@ -16,6 +16,7 @@ from learnscope.measures.curvature import (
     hessian_vector_product,
     top_hessian_eigenvalue,
 )
+from learnscope.testing import assert_model_unchanged, snapshot_model
 
 torch.set_num_threads(1)
 DT = torch.float64
@@ -24,49 +25,8 @@ DT = torch.float64
 # ---------------------------------------------------------------- model-untouched helpers
 
 
-def snapshot(model: nn.Module) -> dict:
-    return {
-        "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
-        "ptrs": {k: v.data_ptr() for k, v in model.state_dict().items()},
-        "training": {n: m.training for n, m in model.named_modules()},
-        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
-        "grad": {
-            n: None if p.grad is None else p.grad.detach().clone()
-            for n, p in model.named_parameters()
-        },
-        "hooks": {
-            n: (
-                len(m._forward_hooks),
-                len(m._forward_pre_hooks),
-                len(m._backward_hooks),
-                len(m._backward_pre_hooks),
-                len(m._state_dict_hooks),
-                len(m._load_state_dict_pre_hooks),
-            )
-            for n, m in model.named_modules()
-        },
-        "param_hooks": {
-            n: getattr(p, "_backward_hooks", None) for n, p in model.named_parameters()
-        },
-    }
-
-
-def assert_unchanged(model: nn.Module, snap: dict) -> None:
-    now = snapshot(model)
-    assert now["state"].keys() == snap["state"].keys()
-    for k, v in snap["state"].items():
-        assert now["state"][k].dtype == v.dtype and now["state"][k].device == v.device, k
-        assert torch.equal(now["state"][k], v), k
-    assert now["ptrs"] == snap["ptrs"]
-    assert now["training"] == snap["training"]
-    assert now["requires_grad"] == snap["requires_grad"]
-    for k, g in snap["grad"].items():
-        if g is None:
-            assert now["grad"][k] is None, k
-        else:
-            assert torch.equal(now["grad"][k], g), k
-    assert now["hooks"] == snap["hooks"]
-    assert now["param_hooks"] == snap["param_hooks"]
+snapshot = snapshot_model
+assert_unchanged = assert_model_unchanged
 
 
 def with_grads(model: nn.Module, x: torch.Tensor) -> nn.Module:

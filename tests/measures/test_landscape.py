@@ -18,6 +18,7 @@ from learnscope.measures.landscape import (
     loss_slice_2d,
     recompute_batchnorm_statistics,
 )
+from learnscope.testing import assert_model_unchanged, snapshot_model
 
 torch.set_num_threads(1)
 DT = torch.float64
@@ -26,40 +27,8 @@ DT = torch.float64
 # ---------------------------------------------------------------- model-untouched helpers
 
 
-def snapshot(model: nn.Module) -> dict:
-    return {
-        "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
-        "ptrs": {k: v.data_ptr() for k, v in model.state_dict().items()},
-        "training": {n: m.training for n, m in model.named_modules()},
-        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
-        "grad": {
-            n: None if p.grad is None else p.grad.detach().clone()
-            for n, p in model.named_parameters()
-        },
-        "hooks": {
-            n: (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
-            for n, m in model.named_modules()
-        },
-        "momentum": {n: getattr(m, "momentum", None) for n, m in model.named_modules()},
-    }
-
-
-def assert_unchanged(model: nn.Module, snap: dict) -> None:
-    now = snapshot(model)
-    assert now["state"].keys() == snap["state"].keys()
-    for k, v in snap["state"].items():
-        assert now["state"][k].dtype == v.dtype and now["state"][k].device == v.device, k
-        assert torch.equal(now["state"][k], v), k
-    assert now["ptrs"] == snap["ptrs"]
-    assert now["training"] == snap["training"]
-    assert now["requires_grad"] == snap["requires_grad"]
-    for k, g in snap["grad"].items():
-        if g is None:
-            assert now["grad"][k] is None, k
-        else:
-            assert torch.equal(now["grad"][k], g), k
-    assert now["hooks"] == snap["hooks"]
-    assert now["momentum"] == snap["momentum"]
+snapshot = snapshot_model
+assert_unchanged = assert_model_unchanged
 
 
 def bn_net(seed: int) -> nn.Module:

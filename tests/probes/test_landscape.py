@@ -25,6 +25,7 @@ from learnscope.probes.landscape import (
     interpolation_between,
 )
 from learnscope.probes.scope import Scope
+from learnscope.testing import assert_model_unchanged, snapshot_model
 
 torch.set_num_threads(1)
 
@@ -39,30 +40,12 @@ def make_model(seed: int = 0) -> nn.Module:
                          nn.Linear(8, 3))
 
 
-def snapshot(model: nn.Module) -> dict:
-    return {
-        "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
-        "ptrs": {k: v.data_ptr() for k, v in model.state_dict().items()},
-        "training": {n: m.training for n, m in model.named_modules()},
-        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
-        "grad": {n: None if p.grad is None else p.grad.clone()
-                 for n, p in model.named_parameters()},
-        "hooks": {n: (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
-                  for n, m in model.named_modules()},
-    }
+snapshot = snapshot_model
 
 
 def assert_unchanged(model: nn.Module, snap: dict) -> None:
-    now = snapshot(model)
-    for k, v in snap["state"].items():
-        assert torch.equal(now["state"][k], v), k
-    assert now["ptrs"] == snap["ptrs"]
-    assert now["training"] == snap["training"]
-    assert now["requires_grad"] == snap["requires_grad"]
-    for k, g in snap["grad"].items():
-        assert (now["grad"][k] is None) == (g is None)
-        assert g is None or torch.equal(now["grad"][k], g)
-    assert all(h == (0, 0, 0) for h in now["hooks"].values())
+    assert_model_unchanged(model, snap)
+    assert all(h[:3] == (0, 0, 0) for h in snapshot(model)["hooks"].values())
 
 
 def run(probes=None, steps: int = 8, seed: int = 0):
