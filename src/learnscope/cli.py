@@ -16,17 +16,12 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.progress import Progress as RichProgress
 from rich.table import Table
 
 from learnscope.errors import LearnscopeError
+
+# Only light modules at import time: `learnscope --help` and `learnscope list` import neither
+# torch nor any study; each command imports what it needs.
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="learnscope: a laboratory for how deep neural networks learn.")
@@ -44,12 +39,21 @@ class _Bar:
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
-        self._progress: RichProgress | None = None
+        self._progress: Any = None
         self._task: Any = None
 
     def start(self, total: int, completed: int, description: str) -> None:
         if not self.enabled:
             return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.progress import Progress as RichProgress
+
         self._progress = RichProgress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err,
@@ -77,16 +81,22 @@ def _sigterm_as_interrupt() -> None:
 @app.command("list")
 def list_cmd() -> None:
     """List every study: name, what it shows, where it comes from."""
-    from learnscope.studies import get_study, study_names
+    import warnings
 
+    from learnscope.studies import study_infos
+
+    with warnings.catch_warnings(record=True) as problems:
+        warnings.simplefilter("always")
+        infos = study_infos()  # reads the study modules' source; imports none of them
     table = Table(show_lines=False)
     table.add_column("study", style="cyan", no_wrap=True)
     table.add_column("what it shows")
     table.add_column("source")
-    for name in study_names():
-        s = get_study(name)
-        table.add_row(name, s.summary, s.source)
+    for info in infos:
+        table.add_row(info.name, info.summary, info.source)
     out.print(table)
+    for w in problems:
+        print(f"learnscope: warning: {w.message}", file=sys.stderr)
 
 
 @app.command()
