@@ -23,9 +23,10 @@ import time
 import torch
 from torch import nn
 
+from learnscope import Scope
 from learnscope.data import mnist1d
 from learnscope.models import mlp
-from learnscope.probes import Scope, default_probes
+from learnscope.probes import default_probes
 from learnscope.seeding import torch_generator
 
 

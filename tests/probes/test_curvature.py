@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from learnscope import Scope
 from learnscope.measures.curvature import hessian_trace, top_hessian_eigenvalue
 from learnscope.probes.base import ProbeContext
 from learnscope.probes.curvature import CurvatureProbe
 from learnscope.probes.schedule import every
-from learnscope.probes.scope import Scope
 from learnscope.seeding import torch_generator
 
 torch.set_num_threads(1)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from learnscope import Scope
 from learnscope.measures.gradients import (
     gradient_noise,
     layer_gradient_norms,
@@ -18,10 +19,9 @@ from learnscope.measures.gradients import (
     per_example_gradients,
     relative_update_norms,
 )
-from learnscope.probes.base import ProbeContext, snapshot_parameters
+from learnscope.probes.base import ProbeContext
 from learnscope.probes.gradients import GradientNoiseProbe, GradientStatsProbe
 from learnscope.probes.schedule import every
-from learnscope.probes.scope import Scope
 
 torch.set_num_threads(1)
 
@@ -103,7 +103,7 @@ def test_stats_values_equal_the_measures():
     model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
     opt = torch.optim.Adam(model.parameters(), lr=0.05)
     probe = GradientStatsProbe(schedule=every(3))
-    init = snapshot_parameters(model)
+    init = parameter_snapshot(model)
     probe.setup(model)
     assert probe.measure(ctx_for(model, 0, init=init)) == []
     before = parameter_snapshot(model)
@@ -161,7 +161,7 @@ def test_stats_float64_model_is_exact_and_overflow_is_redone_in_float64():
     with torch.no_grad():
         big.weight.fill_(1e30)  # float32 sum of squares overflows; the norm does not
         big.bias.fill_(float("inf"))
-    recs = GradientStatsProbe().measure(ctx_for(big, 3, init=snapshot_parameters(big)))
+    recs = GradientStatsProbe().measure(ctx_for(big, 3, init=parameter_snapshot(big)))
     (w,) = [r for r in recs if r.key == "update_norm" and r.meta["parameter"] == "weight"]
     assert w.value == 0.0
     probe = GradientStatsProbe()
@@ -178,7 +178,7 @@ def test_stats_first_measurement_uses_the_initial_state_and_zero_norm_is_nan():
     model = nn.Linear(3, 2)
     with torch.no_grad():
         model.bias.zero_()
-    init = snapshot_parameters(model)
+    init = parameter_snapshot(model)
     with torch.no_grad():
         model.weight.add_(1.0)
         model.bias.add_(0.5)

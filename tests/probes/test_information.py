@@ -6,12 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from learnscope import Scope
 from learnscope.measures.information import information_plane_binning, information_plane_kde
 from learnscope.models.mlp import mlp
 from learnscope.probes.base import capture, eval_mode
 from learnscope.probes.information import InformationPlaneProbe
 from learnscope.probes.schedule import at_end, every, log_spaced
-from learnscope.probes.scope import Scope
 
 STEPS = 10
 SIZES = [8, 12, 4, 3]

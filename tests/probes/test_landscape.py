@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from learnscope import Scope
 from learnscope.measures.landscape import (
     filter_normalized_direction,
     linear_path,
@@ -24,7 +25,6 @@ from learnscope.probes.landscape import (
     classification_eval,
     interpolation_between,
 )
-from learnscope.probes.scope import Scope
 from learnscope.testing import assert_model_unchanged, snapshot_model
 
 torch.set_num_threads(1)
@@ -150,12 +150,13 @@ def test_linear_path_bad_args():
     with pytest.raises(ValueError, match="reference does not match"):
         Scope(make_model(), [LinearPathProbe(reference=nn.Linear(5, 3))], data=(X, Y),
               out=None)
-    scope = Scope(make_model(), [LinearPathProbe()], data=(X, None), out=None)
-    with pytest.raises(ValueError, match="targets"):
-        scope.close()
-    scope = Scope(make_model(), [LinearPathProbe()], data=(X, torch.randn(40)), out=None)
-    with pytest.raises(ValueError, match="integer class targets"):
-        scope.close()
+    # Errors at the end of training are recorded (the training is not lost), not raised.
+    for targets, message in [(None, "targets"), (torch.randn(40), "integer class targets")]:
+        scope = Scope(make_model(), [LinearPathProbe()], data=(X, targets), out=None)
+        with pytest.warns(RuntimeWarning, match=message):
+            (failed,) = scope.close()
+        assert failed.key == "probe_failed" and message in failed.meta["error"]
+        assert failed.meta["phase"] == "finish"
 
 
 def test_interpolation_between_two_runs():

@@ -5,8 +5,9 @@ import pytest
 import torch
 from torch import nn
 
+from learnscope import Scope
 from learnscope.measures.linear_regions import count_linear_regions
-from learnscope.probes import Scope, every
+from learnscope.probes import every
 from learnscope.probes.linear_regions import LinearRegionsProbe
 
 torch.set_num_threads(1)
@@ -111,6 +112,6 @@ def test_bad_args():
     with pytest.raises(ValueError, match="no ReLU modules"):
         Scope(nn.Sequential(nn.Linear(2, 2), nn.Tanh()), [LinearRegionsProbe()], data=(x, None),
               out=None)
-    with pytest.raises(ValueError, match="scope's data"):
+    with pytest.raises(ValueError, match="LinearRegionsProbe needs probe data"):
         Scope(_model(), [LinearRegionsProbe()], out=None)
     assert LinearRegionsProbe().params()["module_types"] == ["ReLU"]

@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from learnscope import Scope
 from learnscope.measures.ntk import empirical_ntk, ntk_summary
 from learnscope.probes.ntk import NTKProbe
 from learnscope.probes.schedule import at_end, every, log_spaced
-from learnscope.probes.scope import Scope
 
 STEPS = 10
 
@@ -167,7 +167,7 @@ def test_params_and_bad_args():
         with pytest.raises(ValueError):
             NTKProbe(*args, **kwargs)
     _, _, xp, yp = _data()
-    with pytest.raises(ValueError, match="probe inputs"):
+    with pytest.raises(ValueError, match="NTKProbe needs probe data"):
         Scope(_model(), [NTKProbe()], data=None, out=None)
     with pytest.raises(ValueError, match="at least 2"):
         Scope(_model(), [NTKProbe()], data=(xp[:1], yp[:1]), out=None)

@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from learnscope import Scope
 from learnscope.measures.per_example import PerExampleTracker
-from learnscope.probes import Scope, at_end, every
+from learnscope.probes import at_end, every
 from learnscope.probes.per_example import PerExampleProbe
 
 torch.set_num_threads(1)

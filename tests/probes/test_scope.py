@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
+from learnscope import Scope
 from learnscope.probes import (
     Probe,
-    Scope,
     WeightSpectrumProbe,
     at_end,
     every,

@@ -5,12 +5,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from learnscope import Scope
 from learnscope.measures.cka import cka_matrix, linear_cka
 from learnscope.measures.svcca import svcca
 from learnscope.models.mlp import mlp
 from learnscope.probes.base import capture, eval_mode
 from learnscope.probes.schedule import at_end, every, log_spaced
-from learnscope.probes.scope import Scope
 from learnscope.probes.similarity import LayerSimilarityProbe
 
 STEPS = 12

@@ -6,8 +6,9 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
+from learnscope import Scope
 from learnscope.measures.simplicity import simplicity_measures
-from learnscope.probes import Scope, every
+from learnscope.probes import every
 from learnscope.probes.simplicity import SimplicityProbe
 
 torch.set_num_threads(1)
@@ -141,8 +142,8 @@ def test_bad_args():
         SimplicityProbe(fit_on=(x, torch.zeros(20, dtype=torch.long)))
     with pytest.raises(ValueError, match="20 examples"):
         Scope(_model(), [SimplicityProbe(y[:7])], data=(x, y), out=None)
-    with pytest.raises(ValueError, match="needs targets"):
+    with pytest.raises(ValueError, match="needs probe data with targets"):
         Scope(_model(), [SimplicityProbe(y)], data=(x, None), out=None)
-    with pytest.raises(ValueError, match="scope's data"):
+    with pytest.raises(ValueError, match="SimplicityProbe needs probe data"):
         Scope(_model(), [SimplicityProbe(y)], out=None)
     assert SimplicityProbe(fit_on=(x, y)).params()["fit_on"] == ["tensor(20, 4)", "tensor(20,)"]

@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch import nn
 
+from learnscope import Scope
 from learnscope.measures.superposition import superposition_summary
-from learnscope.probes import Scope, every
+from learnscope.probes import every
 from learnscope.probes.superposition import SuperpositionProbe
 
 torch.set_num_threads(1)

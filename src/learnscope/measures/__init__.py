@@ -1,6 +1,6 @@
 """The math of learnscope as pure functions on tensors and arrays, each oracle-tested.
 
-One module per family (import from them directly):
+One module per family:
 
 * ``cka``            linear CKA (biased / unbiased), all-pairs ``cka_matrix``, ``MinibatchCKA``
 * ``svcca``          SVCCA with a variance threshold
@@ -14,4 +14,13 @@ One module per family (import from them directly):
 * ``ntk``            empirical NTK and training response
 * ``linear_regions`` ReLU activation patterns and region counts
 * ``superposition``  feature norms, interference, feature dimensionality
+
+Every public function and class of these modules (their ``__all__``) is importable from here,
+imported on first use::
+
+    from learnscope.measures import linear_cka
 """
+
+from learnscope._exports import lazy_namespace
+
+__getattr__, __dir__ = lazy_namespace(__name__, __path__, globals())

@@ -15,49 +15,24 @@ are removed even when the forward pass raises. The forward pass runs under
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
+from learnscope.measures._readonly import check_batch, eval_mode, forward_hooks
+
 __all__ = ["activation_patterns", "count_linear_regions"]
 
 
-@contextmanager
-def _recording_hooks(
-    model: nn.Module, module_types: tuple[type[nn.Module], ...]
-) -> Iterator[list[torch.Tensor]]:
-    """Register one forward hook per activation module; yield the list they append to."""
-    records: list[torch.Tensor] = []
-    handles = []
-
-    def hook(_module: nn.Module, _inp: Any, out: Any) -> None:
+def _pattern_recorder(records: list[torch.Tensor]) -> Callable[[str, Any], None]:
+    """A forward-hook callback appending each activation's on/off pattern to ``records``."""
+    def on_output(_name: str, out: Any) -> None:
         if not isinstance(out, torch.Tensor):
             raise ValueError(f"activation module returned {type(out).__name__}, not a tensor")
         records.append((out.detach() > 0).reshape(out.shape[0], -1))
-
-    try:
-        for m in model.modules():
-            if isinstance(m, module_types):
-                handles.append(m.register_forward_hook(hook))
-        yield records
-    finally:
-        for h in handles:
-            h.remove()
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    flags = [(m, m.training) for m in model.modules()]
-    try:
-        for m, _ in flags:
-            m.training = False
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
+    return on_output
 
 
 def activation_patterns(
@@ -78,14 +53,13 @@ def activation_patterns(
     >>> activation_patterns(net, torch.tensor([[-1.0], [2.0]])).tolist()
     [[False, True], [True, False]]
     """
-    if not isinstance(inputs, torch.Tensor):
-        raise ValueError(f"inputs must be a torch.Tensor, got {type(inputs).__name__}")
-    if inputs.ndim < 1 or inputs.shape[0] == 0:
-        raise ValueError(f"inputs must be a non-empty batch (n, ...), got {tuple(inputs.shape)}")
+    inputs = check_batch(inputs, "inputs")
     if not any(isinstance(m, module_types) for m in model.modules()):
         names = ", ".join(t.__name__ for t in module_types)
         raise ValueError(f"the model has no {names} modules to read activation patterns from")
-    with _eval_mode(model), torch.no_grad(), _recording_hooks(model, module_types) as records:
+    records: list[torch.Tensor] = []
+    modules = [(n, m) for n, m in model.named_modules() if isinstance(m, module_types)]
+    with eval_mode(model), torch.no_grad(), forward_hooks(modules, _pattern_recorder(records)):
         model(inputs)
     if not records:
         raise ValueError("no activation module was called during the forward pass")

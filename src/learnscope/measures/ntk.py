@@ -23,8 +23,6 @@ changes the output at ``x`` by ``-lr * sum_{x'} K(x, x') dL/df(x')``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,32 +31,12 @@ import torch
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
+from learnscope.measures._readonly import check_batch, eval_mode
 from learnscope.measures.spectra import effective_rank as _effective_rank
 
 __all__ = ["NTKSummary", "empirical_ntk", "ntk_summary", "ntk_training_response"]
 
 _REDUCE = ("none", "trace")
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Put every module in eval mode and restore each module's own flag afterwards."""
-    flags = [(m, m.training) for m in model.modules()]
-    try:
-        for m, _ in flags:
-            m.training = False
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
-
-
-def _check_inputs(x: Any, name: str) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.ndim < 1 or x.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty batch (n, ...), got shape {tuple(x.shape)}")
-    return x.detach()
 
 
 def _jacobians(
@@ -85,7 +63,7 @@ def _jacobians(
             out_shape.append(out.shape[1:])
         return out.reshape(-1)
 
-    with _eval_mode(model):
+    with eval_mode(model):
         jac = vmap(jacrev(f), in_dims=(None, 0), chunk_size=chunk_size)(params, x)
     n = x.shape[0]
     mats = []
@@ -120,12 +98,12 @@ def empirical_ntk(
     """
     if reduce not in _REDUCE:
         raise ValueError(f"reduce must be one of {_REDUCE}, got {reduce!r}")
-    x1 = _check_inputs(inputs, "inputs")
+    x1 = check_batch(inputs, "inputs")
     j1, shape1 = _jacobians(model, x1, chunk_size)
     if inputs2 is None:
         j2 = j1
     else:
-        x2 = _check_inputs(inputs2, "inputs2")
+        x2 = check_batch(inputs2, "inputs2")
         j2, shape2 = _jacobians(model, x2, chunk_size)
         if shape2 != shape1:
             raise ValueError(f"output shapes differ: {tuple(shape1)} vs {tuple(shape2)}")
@@ -162,8 +140,8 @@ def ntk_training_response(
     lr_f = float(lr)
     if not math.isfinite(lr_f):
         raise ValueError(f"lr must be finite, got {lr!r}")
-    x = _check_inputs(inputs, "inputs")
-    xt = _check_inputs(train_inputs, "train_inputs")
+    x = check_batch(inputs, "inputs")
+    xt = check_batch(train_inputs, "train_inputs")
     if not isinstance(output_grads, torch.Tensor):
         raise ValueError(f"output_grads must be a torch.Tensor, got {type(output_grads).__name__}")
     j1, shape1 = _jacobians(model, x, chunk_size)

@@ -1,16 +1,17 @@
 """Probes: learnscope's measurements attached to anyone's PyTorch training.
 
-Each probe is a scheduled shell around a pure function of ``learnscope.measures``; a
-:class:`Scope` runs them during training and stores their records.
+Each probe is a scheduled shell around a pure function of ``learnscope.measures``. A
+:class:`~learnscope.probes.session.ProbeSession` runs them during training, in memory;
+:class:`learnscope.Scope` adds the run store and the report.
+
+Every public name of the modules of this package (their ``__all__``: each probe class,
+``default_probes``, the schedules, ``TensorBoardExporter``, ...) is importable from here::
+
+    from learnscope.probes import CurvatureProbe, every
+
+and is imported on first use.
 """
 
-from learnscope.probes.base import Probe, ProbeContext, default_layers
-from learnscope.probes.defaults import default_probes
-from learnscope.probes.schedule import Schedule, at_end, at_steps, every, log_spaced, per_epoch
-from learnscope.probes.scope import Scope
-from learnscope.probes.spectra import WeightSpectrumProbe
-from learnscope.probes.tensorboard import TensorBoardExporter
+from learnscope._exports import lazy_namespace
 
-__all__ = ["Probe", "ProbeContext", "Schedule", "Scope", "TensorBoardExporter",
-           "WeightSpectrumProbe", "at_end", "at_steps", "default_layers", "default_probes", "every",
-           "log_spaced", "per_epoch"]
+__getattr__, __dir__ = lazy_namespace(__name__, __path__, globals())

@@ -3,9 +3,9 @@
 A probe is configured by its constructor (the arguments *are* the configuration and are
 recorded with every value), declares a :class:`~learnscope.probes.schedule.Schedule` and a cost
 class, and turns the state of training into :class:`~learnscope.store.Record` objects. It never
-changes the model: activations come from a capture pass that the :class:`Scope` runs in eval
-mode under ``torch.no_grad`` with hooks that are always removed, and the module-by-module train
-flags are restored afterwards.
+changes the model: activations come from a capture pass that the
+:class:`~learnscope.probes.session.ProbeSession` runs in eval mode under ``torch.no_grad`` with
+hooks that are always removed, and the module-by-module train flags are restored afterwards.
 """
 
 from __future__ import annotations
@@ -20,8 +20,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from learnscope.measures._readonly import (
+    eval_mode,
+    find_modules,
+    forward_hooks,
+    on_model_device,
+)
 from learnscope.probes.schedule import Schedule
 from learnscope.store.records import Record
+
+__all__ = ["LayerProbe", "Probe", "ProbeContext", "capture", "default_layers", "eval_mode"]
 
 COST_CLASSES = ("cheap", "forward", "expensive")
 """cheap: O(parameters), no forward pass; forward: one forward pass over the probe data
@@ -51,6 +59,27 @@ class ProbeContext:
     """Parameters when the scope opened (detached copies)."""
     final: bool = False
     """True in the last call, when the scope closes."""
+    scalars: dict[str, float] = field(default_factory=dict)
+    """The latest values of the scalars passed to ``step(loss, **scalars)`` (e.g. ``lr``)."""
+
+    def check_data(self, who: str, *, targets: bool = False) -> None:
+        """ValueError naming ``who`` when there are no probe data (or no targets)."""
+        if self.inputs is None or (targets and self.targets is None):
+            what = "probe data with targets" if targets else "probe data"
+            raise ValueError(f"{who} needs {what}: pass data=(inputs, targets) to the Scope "
+                             "(or ProbeSession)")
+
+    def input_batch(self, who: str, n: int | None = None) -> torch.Tensor:
+        """The first ``n`` (default all) probe inputs, on the model's device."""
+        self.check_data(who)
+        assert self.inputs is not None
+        return on_model_device(self.model, self.inputs[:n])
+
+    def labelled_batch(self, who: str, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``n`` (default all) probe inputs and targets, on the model's device."""
+        self.check_data(who, targets=True)
+        assert self.targets is not None
+        return self.input_batch(who, n), on_model_device(self.model, self.targets[:n])
 
 
 class Probe:
@@ -130,12 +159,11 @@ class LayerProbe(Probe):
         """The layer names for ``model``; ValueError for a name the model does not have."""
         import warnings
 
-        modules = dict(model.named_modules())
         names = self.layers(model)
-        missing = [n for n in names if n not in modules]
-        if missing:
-            raise ValueError(f"{type(self).__name__}: model has no module named {missing[0]!r}; "
-                             f"known: {', '.join(n for n in modules if n)}")
+        try:
+            find_modules(model, names)
+        except ValueError as e:
+            raise ValueError(f"{type(self).__name__}: {e}") from None
         if not names:
             warnings.warn(f"{type(self).__name__}: the model has no hidden layers (no activation "
                           "modules); pass layers=[...]. It will record nothing.", stacklevel=3)
@@ -179,47 +207,15 @@ def default_layers(model: nn.Module) -> list[str]:
 
 
 @contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode for the block; every module's own ``training`` flag is restored after."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
-
-
-@contextlib.contextmanager
 def capture(model: nn.Module, layer_names: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
-    """Record the outputs of the named modules during forward passes inside the block.
-
-    Hooks are registered on entry and always removed on exit, also when the block raises.
-    """
-    modules = dict(model.named_modules())
-    missing = [n for n in layer_names if n not in modules]
-    if missing:
-        raise ValueError(f"model has no module named {missing[0]!r}; "
-                         f"known: {', '.join(n for n in modules if n)}")
+    """Record the outputs of the named modules, flattened to ``(n, features)``, during forward
+    passes inside the block (hooks always removed on exit, also when the block raises)."""
     store: dict[str, torch.Tensor] = {}
-    handles = []
 
-    def hook_for(name: str) -> Any:
-        def hook(module: nn.Module, args: Any, output: Any) -> None:
-            out = output[0] if isinstance(output, tuple) else output
-            # A copy: a later in-place op (ReLU(inplace=True)) would otherwise change it.
-            store[name] = out.detach().reshape(out.shape[0], -1).clone()
-        return hook
+    def on_output(name: str, output: Any) -> None:
+        out = output[0] if isinstance(output, tuple) else output
+        # A copy: a later in-place op (ReLU(inplace=True)) would otherwise change it.
+        store[name] = out.detach().reshape(out.shape[0], -1).clone()
 
-    try:
-        for n in layer_names:
-            handles.append(modules[n].register_forward_hook(hook_for(n)))
+    with forward_hooks(find_modules(model, layer_names), on_output):
         yield store
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def snapshot_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Detached copies of the parameters."""
-    return {n: p.detach().clone() for n, p in model.named_parameters()}

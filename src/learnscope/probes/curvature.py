@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
-from torch import Tensor
 
 from learnscope.measures.curvature import hessian_trace, top_hessian_eigenvalue
+from learnscope.measures.gradients import LossFn
 from learnscope.probes.base import Probe, ProbeContext, eval_mode
-from learnscope.probes.gradients import check_int, check_loss_fn, check_schedule, first_examples
+from learnscope.probes.checks import check_int, check_loss_fn, check_number, check_schedule
 from learnscope.probes.schedule import Schedule, log_spaced
 from learnscope.seeding import torch_generator
 from learnscope.store.records import Record
 
-LossFn = Callable[[Tensor, Tensor], Tensor]
+__all__ = ["CurvatureProbe"]
 
 
 class CurvatureProbe(Probe):
@@ -66,25 +65,16 @@ class CurvatureProbe(Probe):
     def __init__(self, loss_fn: LossFn, *, schedule: Schedule | None = None,
                  n_examples: int = 256, power_iters: int = 50, tol: float = 1e-3,
                  trace_samples: int = 20, seed: int = 0) -> None:
-        check_loss_fn(loss_fn, "CurvatureProbe")
-        check_schedule(schedule)
-        check_int(n_examples, "n_examples", 1)
-        check_int(power_iters, "power_iters", 1)
-        check_int(trace_samples, "trace_samples", 1)
-        check_int(seed, "seed", 0)
-        if isinstance(tol, bool) or not isinstance(tol, int | float) or \
-                not (math.isfinite(tol) and tol >= 0):
-            raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
-        self.loss_fn = loss_fn
-        self.schedule = schedule or log_spaced(2)
-        self.n_examples = n_examples
-        self.power_iters = power_iters
-        self.tol = float(tol)
-        self.trace_samples = trace_samples
-        self.seed = seed
+        self.loss_fn = check_loss_fn(loss_fn)
+        self.schedule = check_schedule(schedule, log_spaced(2))
+        self.n_examples = check_int(n_examples, "n_examples", 1)
+        self.power_iters = check_int(power_iters, "power_iters", 1)
+        self.tol = check_number(tol, "tol", low=0.0)
+        self.trace_samples = check_int(trace_samples, "trace_samples", 1)
+        self.seed = check_int(seed, "seed", 0)
 
     def measure(self, ctx: ProbeContext) -> list[Record]:
-        x, y = first_examples(ctx, self.n_examples, "CurvatureProbe")
+        x, y = ctx.labelled_batch("CurvatureProbe", self.n_examples)
         model = ctx.model
         meta = {"n_examples": int(x.shape[0]), "seed": self.seed, "mode": "eval"}
         eig_meta = meta | {"power_iters": self.power_iters, "tol": self.tol}

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from learnscope.probes.base import Probe
 
+__all__ = ["default_probes"]
+
 
 def default_probes() -> list[Probe]:
     """Gradient and update norms every 25 steps; weight spectra and each layer's CKA to its own

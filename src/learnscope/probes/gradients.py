@@ -3,19 +3,34 @@ gradients (expensive)."""
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
 
-from learnscope.measures.gradients import gradient_noise, per_example_gradients
+from learnscope.measures.gradients import (
+    LossFn,
+    gradient_noise,
+    layer_gradient_norms,
+    parameter_snapshot,
+    parameter_update_norms,
+    per_example_gradients,
+    tensor_norms,
+)
 from learnscope.probes.base import Probe, ProbeContext, eval_mode
+from learnscope.probes.checks import (
+    check_bool,
+    check_int,
+    check_loss_fn,
+    check_optional_int,
+    check_schedule,
+)
 from learnscope.probes.schedule import Schedule, every, log_spaced
 from learnscope.store.records import Record
 
-LossFn = Callable[[Tensor, Tensor], Tensor]
+__all__ = ["GradientNoiseProbe", "GradientStatsProbe"]
+
 
 UPDATE_KIND = "norm of the net change over the interval / over_steps"
 
@@ -40,12 +55,14 @@ class GradientStatsProbe(Probe):
     with the parameters when the scope opened. A parameter whose norm was 0 at the start of
     the interval (e.g. a zero-initialised bias) gets a NaN relative update with a note. The
     final state is measured when the scope closes unless the last step was already measured.
-    Norms are accumulated in the parameters' precision, at least float32 (about 1e-7
-    relative to the float64 values of :mod:`learnscope.measures.gradients`; a float32
-    overflow is redone in float64), for speed: this probe is in the default set.
+    The values are those of :func:`~learnscope.measures.gradients.layer_gradient_norms` and
+    :func:`~learnscope.measures.gradients.parameter_update_norms` with ``precision=float32``:
+    norms accumulated in the parameters' precision, at least float32 (about 1e-7 relative to
+    the float64 defaults; a float32 overflow is redone in float64), for speed: this probe is
+    in the default set.
 
     Cost: cheap (no forward pass: norms of the gradients, and one copy of the parameters kept
-    between measurements; one host synchronisation per measurement).
+    between measurements; three host synchronisations per measurement).
     Sources: Glorot & Bengio 2010, Pascanu, Mikolov & Bengio 2013 (gradient norms per layer);
     You, Gitman & Ginsburg 2017 (LARS: update/weight ratio).
 
@@ -59,12 +76,8 @@ class GradientStatsProbe(Probe):
     source = "Glorot & Bengio 2010; Pascanu et al. 2013; You et al. 2017"
 
     def __init__(self, *, schedule: Schedule | None = None, per_layer: bool = True) -> None:
-        if schedule is not None and not isinstance(schedule, Schedule):
-            raise ValueError(f"schedule must be a Schedule (every(n), ...), got {schedule!r}")
-        if not isinstance(per_layer, bool):
-            raise ValueError(f"per_layer must be True or False, got {per_layer!r}")
-        self.schedule = schedule or every(10)
-        self.per_layer = per_layer
+        self.schedule = check_schedule(schedule, every(10))
+        self.per_layer = check_bool(per_layer, "per_layer")
         self._before: dict[str, Tensor] | None = None
         self._before_step: int | None = None
 
@@ -73,44 +86,33 @@ class GradientStatsProbe(Probe):
         self._before_step = None
 
     def measure(self, ctx: ProbeContext) -> list[Record]:
-        params = list(ctx.model.named_parameters())
-        grads = [(n, p.grad) for n, p in params if p.grad is not None]
+        fast = torch.float32  # see the class docstring
+        grads = layer_gradient_norms(ctx.model, precision=fast)
         before, before_step = self._before, self._before_step
         if before is None and ctx.init_state and ctx.step > 0:
             before, before_step = ctx.init_state, 0
-        pairs: list[tuple[str, Tensor, Tensor]] = []
-        if before is not None and before_step is not None and ctx.step > before_step:
-            pairs = [(n, p.detach(), before[n]) for n, p in params
-                     if n in before and (p.is_floating_point() or p.is_complex())]
-        with torch.no_grad():
-            # All norms in one pass with a single host synchronisation; differences are made
-            # and freed one parameter at a time.
-            values = _norms(
-                [functools.partial(_same, g) for _, g in grads]
-                + [functools.partial(_sub, a, b) for _, a, b in pairs]
-                + [functools.partial(_same, b) for _, _, b in pairs])
-            self._before = {n: p.detach().clone() for n, p in params}
-        self._before_step = ctx.step
-        n_g, n_u = len(grads), len(pairs)
         recs: list[Record] = []
         if grads:
-            norms = values[:n_g]
-            recs.append(Record("grad_norm", _total(norms), meta={"parameter": "all"}))
+            recs.append(Record("grad_norm", _total(grads.values()), meta={"parameter": "all"}))
             if self.per_layer:
-                recs += [Record("grad_norm", v, meta={"parameter": n})
-                         for (n, _), v in zip(grads, norms, strict=True)]
-        if pairs:
-            recs += self._update_records([n for n, _, _ in pairs], values[n_g:n_g + n_u],
-                                         values[n_g + n_u:], ctx.step - before_step)
+                recs += [Record("grad_norm", v, meta={"parameter": n}) for n, v in grads.items()]
+        if before is not None and before_step is not None and ctx.step > before_step:
+            now = {n: p for n, p in ctx.model.named_parameters() if n in before}
+            start = {n: before[n] for n in now}
+            diffs = parameter_update_norms(start, now, precision=fast)
+            sizes = tensor_norms({n: start[n] for n in diffs}, precision=fast)
+            recs += self._update_records(diffs, sizes, ctx.step - before_step)
+        self._before = parameter_snapshot(ctx.model)
+        self._before_step = ctx.step
         return recs
 
-    def _update_records(self, names: list[str], diffs: list[float], sizes: list[float],
+    def _update_records(self, diffs: dict[str, float], sizes: dict[str, float],
                         k: int) -> list[Record]:
         meta = {"over_steps": k, "kind": UPDATE_KIND}
         recs: list[Record] = []
-        rows = [("all", _total(diffs), _total(sizes))]
+        rows = [("all", _total(diffs.values()), _total(sizes.values()))]
         if self.per_layer:
-            rows += list(zip(names, diffs, sizes, strict=True))
+            rows += [(n, diffs[n], sizes[n]) for n in diffs]
         for name, diff, size in rows:
             m = meta | {"parameter": name}
             recs.append(Record("update_norm", diff / k, meta=m))
@@ -122,89 +124,9 @@ class GradientStatsProbe(Probe):
         return recs
 
 
-def _norms(makers: Sequence[Callable[[], Tensor]]) -> list[float]:
-    """L2 norms of the tensors the ``makers`` return, with one host synchronisation per device.
-
-    Accumulated in at least float32 (float64 for float64 tensors; complex ones keep their
-    imaginary part), which is several times faster than float64 on CPU and accurate to about
-    1e-7 relative. A norm that overflows float32 (``inf`` while the float64 value is finite,
-    beyond about 1.8e19) is recomputed in float64 by calling its maker again, so tensors can
-    be temporaries made and freed one at a time.
-    """
-    by_device: dict[torch.device, list[tuple[int, Tensor]]] = {}
-    for i, make in enumerate(makers):
-        t = _dense(make())
-        acc = torch.promote_types(t.dtype, torch.float32)
-        by_device.setdefault(t.device, []).append(
-            (i, torch.linalg.vector_norm(t, dtype=acc).to(torch.float64)))
-    out = [0.0] * len(makers)
-    for items in by_device.values():
-        values = torch.stack([v for _, v in items]).tolist()
-        for (i, _), v in zip(items, values, strict=True):
-            out[i] = float(v)
-    for i, v in enumerate(out):
-        if math.isinf(v):  # float32 overflow, or a genuinely infinite entry
-            t = _dense(makers[i]())
-            out[i] = float(torch.linalg.vector_norm(t, dtype=_wide(t.dtype)))
-    return out
-
-
-def _dense(t: Tensor) -> Tensor:
-    t = t.detach()
-    return t.coalesce().values() if t.is_sparse else t
-
-
-def _same(t: Tensor) -> Tensor:
-    return t
-
-
-def _wide(dtype: torch.dtype) -> torch.dtype:
-    return torch.complex128 if dtype.is_complex else torch.float64
-
-
-def _sub(a: Tensor, b: Tensor) -> Tensor:
-    """``a - b`` in at least single precision (half-precision values are upcast first)."""
-    dtype = torch.promote_types(a.dtype, torch.float32)
-    return a.to(dtype) - b.to(a.device, dtype)
-
-
-def _total(norms: Sequence[float]) -> float:
+def _total(norms: Iterable[float]) -> float:
     """The norm of the concatenation, from the parts' norms."""
     return math.sqrt(math.fsum(v * v for v in norms))
-
-
-def _device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
-def first_examples(ctx: ProbeContext, n: int, who: str) -> tuple[Tensor, Tensor]:
-    """The first ``n`` probe inputs and targets, on the model's device (ValueError if none)."""
-    if ctx.inputs is None or ctx.targets is None:
-        raise ValueError(f"{who} needs probe data with targets: Scope(model, probes, "
-                         "data=(inputs, targets))")
-    dev = _device(ctx.model)
-    return ctx.inputs[:n].to(dev), ctx.targets[:n].to(dev)
-
-
-def check_loss_fn(loss_fn: object, who: str) -> None:
-    if not callable(loss_fn):
-        raise ValueError(f"{who}: loss_fn must be a callable loss_fn(outputs, targets) -> "
-                         f"scalar tensor, got {loss_fn!r}")
-
-
-def check_schedule(schedule: object) -> None:
-    if schedule is not None and not isinstance(schedule, Schedule):
-        raise ValueError(f"schedule must be a Schedule (every(n), log_spaced(k), ...), "
-                         f"got {schedule!r}")
-
-
-def check_int(value: object, name: str, minimum: int, allow_none: bool = False) -> None:
-    if allow_none and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 class GradientNoiseProbe(Probe):
@@ -245,17 +167,13 @@ class GradientNoiseProbe(Probe):
 
     def __init__(self, loss_fn: LossFn, *, schedule: Schedule | None = None,
                  n_examples: int = 64, chunk_size: int | None = None) -> None:
-        check_loss_fn(loss_fn, "GradientNoiseProbe")
-        check_schedule(schedule)
-        check_int(n_examples, "n_examples", 2)
-        check_int(chunk_size, "chunk_size", 1, allow_none=True)
-        self.loss_fn = loss_fn
-        self.schedule = schedule or log_spaced(3)
-        self.n_examples = n_examples
-        self.chunk_size = chunk_size
+        self.loss_fn = check_loss_fn(loss_fn)
+        self.schedule = check_schedule(schedule, log_spaced(3))
+        self.n_examples = check_int(n_examples, "n_examples", 2)
+        self.chunk_size = check_optional_int(chunk_size, "chunk_size", 1)
 
     def measure(self, ctx: ProbeContext) -> list[Record]:
-        x, y = first_examples(ctx, self.n_examples, "GradientNoiseProbe")
+        x, y = ctx.labelled_batch("GradientNoiseProbe", self.n_examples)
         n = int(x.shape[0])
         if n < 2:
             raise ValueError(f"GradientNoiseProbe needs at least 2 probe examples, got {n}")

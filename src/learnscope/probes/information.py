@@ -12,8 +12,11 @@ from torch import nn
 
 from learnscope.measures.information import information_plane_binning, information_plane_kde
 from learnscope.probes.base import LayerProbe, ProbeContext
+from learnscope.probes.checks import check_choice, check_int, check_number, check_schedule
 from learnscope.probes.schedule import Schedule, log_spaced
 from learnscope.store.records import Record
+
+__all__ = ["InformationPlaneProbe"]
 
 _ESTIMATORS = ("binning", "kde")
 
@@ -36,8 +39,8 @@ class InformationPlaneProbe(LayerProbe):
 
     Records ``i_xt`` and ``i_ty`` per layer, meta ``{"layer", "estimator", "units": "bits",
     "n"}`` plus ``"bins"``, ``"bin_size"``, ``"range"`` (the one actually used), ``"range_source"``
-    (binning) or ``"noise_variance"`` (kde). The final state is measured in ``finish`` unless the
-    last scheduled step already was.
+    (binning) or ``"noise_variance"`` (kde). The final state is measured when the session closes
+    unless the last scheduled step already was.
 
     Cost: forward (the scope's shared capture pass; binning is O(n width), the KDE bound
     O(n^2 width)).
@@ -65,15 +68,13 @@ class InformationPlaneProbe(LayerProbe):
                  bin_size: float | None = None,
                  value_range: tuple[float, float] | None = None,
                  noise_variance: float = 0.1) -> None:
-        layers = self.check_layer_names(layers)
-        if estimator not in _ESTIMATORS:
-            raise ValueError(f"unknown estimator {estimator!r}; choose from {_ESTIMATORS}")
-        if bin_size is None:
-            if isinstance(bins, bool) or not isinstance(bins, int | np.integer) or bins < 1:
-                raise ValueError(f"bins must be a positive integer, got {bins!r}")
-        elif isinstance(bin_size, bool) or not isinstance(bin_size, int | float) \
-                or not (math.isfinite(bin_size) and bin_size > 0):
-            raise ValueError(f"bin_size must be a positive finite number, got {bin_size!r}")
+        self.layer_names = self.check_layer_names(layers)
+        self.schedule = check_schedule(schedule, log_spaced(4))
+        self.estimator = check_choice(estimator, "estimator", _ESTIMATORS)
+        self.bin_size = None if bin_size is None else \
+            check_number(bin_size, "bin_size", low=0.0, low_open=True)
+        self.bins = None if bin_size is not None and bins is None else \
+            check_int(bins, "bins", 1)
         if value_range is not None:
             try:
                 lo, hi = (float(v) for v in value_range)
@@ -82,18 +83,10 @@ class InformationPlaneProbe(LayerProbe):
             if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
                 raise ValueError(f"value_range must be finite with lo < hi, got {value_range!r}")
             value_range = (lo, hi)
-        if isinstance(noise_variance, bool) or not isinstance(noise_variance, int | float) \
-                or not (math.isfinite(noise_variance) and noise_variance > 0):
-            raise ValueError(f"noise_variance must be positive and finite, got {noise_variance!r}")
-        self.layer_names = layers
-        self.schedule = schedule or log_spaced(4)
-        self.estimator = estimator
-        self.bins = None if bins is None else int(bins)
-        self.bin_size = None if bin_size is None else float(bin_size)
         self.value_range = value_range
-        self.noise_variance = float(noise_variance)
+        self.noise_variance = check_number(noise_variance, "noise_variance", low=0.0,
+                                           low_open=True)
         self._resolved: list[str] = []
-        self._last_step: int | None = None
 
     def params(self) -> dict[str, Any]:
         out = super().params()
@@ -102,12 +95,9 @@ class InformationPlaneProbe(LayerProbe):
 
     def setup(self, model: nn.Module) -> None:
         self._resolved = self.resolve_layers(model)
-        self._last_step = None
 
     def _targets(self, ctx: ProbeContext) -> np.ndarray:
-        if ctx.inputs is None or ctx.targets is None:
-            raise ValueError("InformationPlaneProbe needs probe inputs and integer targets: pass "
-                             "data=(inputs, targets) to the Scope")
+        ctx.check_data("InformationPlaneProbe", targets=True)
         y = ctx.targets
         if isinstance(y, torch.Tensor):
             if y.dtype.is_floating_point or y.dtype.is_complex:
@@ -152,10 +142,4 @@ class InformationPlaneProbe(LayerProbe):
                 p = information_plane_kde(t, y, noise_variance=self.noise_variance)
                 meta |= {"noise_variance": self.noise_variance, "bound": p.params["bound"]}
             recs += [Record("i_xt", p.i_xt, meta=meta), Record("i_ty", p.i_ty, meta=dict(meta))]
-        self._last_step = ctx.step
         return recs
-
-    def finish(self, ctx: ProbeContext) -> list[Record]:
-        if self._last_step == ctx.step:
-            return []
-        return self.measure(ctx)

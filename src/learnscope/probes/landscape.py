@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from learnscope.measures._readonly import model_device
 from learnscope.measures.landscape import (
     PathResult,
     _check_compatible_states,
@@ -22,8 +23,11 @@ from learnscope.measures.landscape import (
     loss_slice_2d,
 )
 from learnscope.probes.base import Probe, ProbeContext
+from learnscope.probes.checks import check_bool, check_callable, check_choice, check_int
 from learnscope.probes.schedule import at_end
 from learnscope.store.records import Record
+
+__all__ = ["LinearPathProbe", "LossSliceProbe", "classification_eval", "interpolation_between"]
 
 EvalFn = Callable[[nn.Module], Any]
 
@@ -43,7 +47,7 @@ def classification_eval(inputs: Tensor, targets: Tensor) -> EvalFn:
                          "classification error); pass eval_fn for other tasks")
 
     def eval_fn(model: nn.Module) -> tuple[float, float]:
-        dev = _device(model)
+        dev = model_device(model)
         with torch.no_grad():
             out = model(inputs.to(dev))
             y = targets.to(dev)
@@ -128,9 +132,8 @@ class LinearPathProbe(Probe):
                  reference: str | nn.Module | Mapping[str, Any] = "init",
                  alphas: int | Sequence[float] = 11,
                  bn_recompute_loader: Iterable[Any] | None = None) -> None:
-        if eval_fn is not None and not callable(eval_fn):
-            raise ValueError(f"eval_fn must be callable eval_fn(model) -> (loss, error), "
-                             f"got {eval_fn!r}")
+        if eval_fn is not None:
+            check_callable(eval_fn, "eval_fn", "eval_fn(model) -> (loss, error)")
         if isinstance(reference, str):
             if reference != "init":
                 raise ValueError(f"reference must be 'init', an nn.Module or a state_dict, "
@@ -178,7 +181,7 @@ class LinearPathProbe(Probe):
         return []
 
     def finish(self, ctx: ProbeContext) -> list[Record]:
-        eval_fn = self.eval_fn or classification_eval(*_data(ctx, "LinearPathProbe"))
+        eval_fn = self.eval_fn or classification_eval(*ctx.labelled_batch("LinearPathProbe"))
         if isinstance(self.reference, nn.Module):
             ref = self.reference
         else:
@@ -238,22 +241,14 @@ class LossSliceProbe(Probe):
     def __init__(self, eval_fn: EvalFn | None = None, *,
                  alphas: Sequence[float] | np.ndarray | None = None, dims: int = 1,
                  seed: int = 0, ignore_bias_and_bn: bool = True) -> None:
-        if eval_fn is not None and not callable(eval_fn):
-            raise ValueError(f"eval_fn must be callable eval_fn(model) -> loss or (loss, "
-                             f"error), got {eval_fn!r}")
+        if eval_fn is not None:
+            check_callable(eval_fn, "eval_fn", "eval_fn(model) -> loss or (loss, error)")
         grid = np.linspace(-1.0, 1.0, 21) if alphas is None else _finite_grid(alphas)
-        if dims not in (1, 2) or isinstance(dims, bool):
-            raise ValueError(f"dims must be 1 or 2, got {dims!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-        if not isinstance(ignore_bias_and_bn, bool):
-            raise ValueError(f"ignore_bias_and_bn must be True or False, got "
-                             f"{ignore_bias_and_bn!r}")
         self.eval_fn = eval_fn
         self.alphas = tuple(float(a) for a in grid)
-        self.dims = dims
-        self.seed = seed
-        self.ignore_bias_and_bn = ignore_bias_and_bn
+        self.dims = check_choice(check_int(dims, "dims", 1), "dims", (1, 2))
+        self.seed = check_int(seed, "seed", 0)
+        self.ignore_bias_and_bn = check_bool(ignore_bias_and_bn, "ignore_bias_and_bn")
         self.schedule = at_end()
 
     def directions(self, model: nn.Module) -> list[dict[str, Tensor]]:
@@ -267,7 +262,7 @@ class LossSliceProbe(Probe):
         return []
 
     def finish(self, ctx: ProbeContext) -> list[Record]:
-        eval_fn = self.eval_fn or classification_eval(*_data(ctx, "LossSliceProbe"))
+        eval_fn = self.eval_fn or classification_eval(*ctx.labelled_batch("LossSliceProbe"))
         dirs = self.directions(ctx.model)
         grid = np.asarray(self.alphas)
         if self.dims == 1:
@@ -313,13 +308,6 @@ def _path_alphas(alphas: Any) -> np.ndarray:
     return grid
 
 
-def _data(ctx: ProbeContext, who: str) -> tuple[Tensor, Tensor]:
-    if ctx.inputs is None or ctx.targets is None:
-        raise ValueError(f"{who} without eval_fn needs probe data with targets: "
-                         "Scope(model, probes, data=(inputs, targets))")
-    return ctx.inputs, ctx.targets
-
-
 def _describe_reference(reference: Any) -> str:
     if isinstance(reference, str):
         return reference
@@ -327,10 +315,3 @@ def _describe_reference(reference: Any) -> str:
         return f"module:{type(reference).__name__}"
     return "state_dict"
 
-
-def _device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return torch.device("cpu")

@@ -6,8 +6,11 @@ from torch import nn
 
 from learnscope.measures.linear_regions import count_linear_regions
 from learnscope.probes.base import Probe, ProbeContext
+from learnscope.probes.checks import check_schedule
 from learnscope.probes.schedule import Schedule, log_spaced
 from learnscope.store.records import Record
+
+__all__ = ["LinearRegionsProbe"]
 
 
 class LinearRegionsProbe(Probe):
@@ -35,9 +38,7 @@ class LinearRegionsProbe(Probe):
 
     def __init__(self, *, schedule: Schedule | None = None,
                  module_types: tuple[type[nn.Module], ...] = (nn.ReLU,)) -> None:
-        self.schedule = log_spaced(3) if schedule is None else schedule
-        if not isinstance(self.schedule, Schedule):
-            raise ValueError(f"schedule must be a Schedule, got {type(schedule).__name__}")
+        self.schedule = check_schedule(schedule, log_spaced(3))
         types = tuple(module_types) if isinstance(module_types, tuple | list) else ()
         if not types or not all(isinstance(t, type) and issubclass(t, nn.Module) for t in types):
             raise ValueError(f"module_types must be a non-empty tuple of nn.Module classes, got "
@@ -55,11 +56,7 @@ class LinearRegionsProbe(Probe):
             raise ValueError(f"LinearRegionsProbe: the model has no {names} modules")
 
     def measure(self, ctx: ProbeContext) -> list[Record]:
-        if ctx.inputs is None:
-            raise ValueError("LinearRegionsProbe needs the scope's data: Scope(model, probes, "
-                             "data=(x, y))")
-        param = next(ctx.model.parameters(), None)
-        inputs = ctx.inputs if param is None else ctx.inputs.to(param.device)
+        inputs = ctx.input_batch("LinearRegionsProbe")
         count = count_linear_regions(ctx.model, inputs, module_types=self.module_types)
         n = int(inputs.shape[0])
         meta = {"module_types": [t.__name__ for t in self.module_types], "n": n}

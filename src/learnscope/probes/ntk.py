@@ -11,8 +11,11 @@ from torch import nn
 
 from learnscope.measures.ntk import empirical_ntk, ntk_summary
 from learnscope.probes.base import Probe, ProbeContext
+from learnscope.probes.checks import check_choice, check_int, check_number, check_schedule
 from learnscope.probes.schedule import Schedule, log_spaced
 from learnscope.store.records import Record
+
+__all__ = ["NTKProbe"]
 
 _REDUCE = ("trace", "none")
 
@@ -38,7 +41,7 @@ class NTKProbe(Probe):
 
     Records (meta ``{"n_inputs", "reduce"}``): ``ntk_trace``, ``ntk_trace_ratio``,
     ``ntk_kernel_width`` (+ ``"width_threshold"``), ``ntk_effective_rank``. The final state
-    is measured in ``finish`` unless the last scheduled step already was. NaN with
+    is measured when the session closes unless the last scheduled step already was. NaN with
     ``meta["note"]`` when the parameters are non-finite (training diverged), for the effective
     rank of an all-zero kernel, and for the ratio when ``K_0`` has zero trace.
 
@@ -65,36 +68,23 @@ class NTKProbe(Probe):
 
     def __init__(self, n_inputs: int = 32, *, schedule: Schedule | None = None,
                  reduce: str = "trace", width_threshold: float = 0.5) -> None:
-        if isinstance(n_inputs, bool) or not isinstance(n_inputs, int) or n_inputs < 2:
-            raise ValueError(f"n_inputs must be an integer >= 2, got {n_inputs!r}")
-        if reduce not in _REDUCE:
-            raise ValueError(f"unknown reduce {reduce!r}; choose from {_REDUCE}")
-        if isinstance(width_threshold, bool) or not isinstance(width_threshold, int | float) \
-                or not math.isfinite(width_threshold):
-            raise ValueError(f"width_threshold must be a finite number, got {width_threshold!r}")
-        self.n_inputs = n_inputs
-        self.schedule = schedule or log_spaced(3)
-        self.reduce = reduce
-        self.width_threshold = float(width_threshold)
+        self.n_inputs = check_int(n_inputs, "n_inputs", 2)
+        self.schedule = check_schedule(schedule, log_spaced(3))
+        self.reduce = check_choice(reduce, "reduce", _REDUCE)
+        self.width_threshold = check_number(width_threshold, "width_threshold")
         self._init_buffers: dict[str, torch.Tensor] = {}
         self._k0: torch.Tensor | None = None
-        self._last_step: int | None = None
 
     def setup(self, model: nn.Module) -> None:
         self._init_buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
         self._k0 = None
-        self._last_step = None
 
     # -- measuring -------------------------------------------------------------------------
     def _inputs(self, ctx: ProbeContext) -> torch.Tensor:
-        if ctx.inputs is None:
-            raise ValueError("NTKProbe needs probe inputs: pass data=(inputs, targets) to the "
-                             "Scope")
-        x = ctx.inputs[: self.n_inputs]
+        x = ctx.input_batch("NTKProbe", self.n_inputs)
         if x.shape[0] < 2:
             raise ValueError(f"NTKProbe needs at least 2 probe inputs, got {x.shape[0]}")
-        device = next((p.device for p in ctx.model.parameters()), torch.device("cpu"))
-        return x.detach().to(device)
+        return x
 
     def _kernel(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return empirical_ntk(model, x, reduce=self.reduce).detach().to("cpu", torch.float64)
@@ -130,7 +120,6 @@ class NTKProbe(Probe):
         n = x.shape[0]
         meta: dict[str, Any] = {"n_inputs": n, "reduce": self.reduce}
         width_meta = meta | {"width_threshold": self.width_threshold}
-        self._last_step = ctx.step
         if not all(bool(torch.isfinite(p).all()) for p in ctx.model.parameters()):
             note = {"note": "non-finite parameters (training diverged): NTK undefined"}
             return [Record("ntk_trace", math.nan, meta=meta | note),
@@ -157,8 +146,3 @@ class NTKProbe(Probe):
                 Record("ntk_trace_ratio", ratio, meta=ratio_meta),
                 Record("ntk_kernel_width", s.kernel_width, meta=width_meta),
                 Record("ntk_effective_rank", s.effective_rank, meta=dict(meta))]
-
-    def finish(self, ctx: ProbeContext) -> list[Record]:
-        if self._last_step == ctx.step:
-            return []
-        return self.measure(ctx)

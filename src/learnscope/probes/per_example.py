@@ -9,10 +9,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from learnscope.measures._readonly import on_model_device
 from learnscope.measures.per_example import PerExampleHistory, PerExampleTracker, margin
 from learnscope.probes.base import Probe, ProbeContext, eval_mode
+from learnscope.probes.checks import check_int, check_schedule
 from learnscope.probes.schedule import Schedule, per_epoch
 from learnscope.store.records import Record
+
+__all__ = ["PerExampleProbe"]
 
 _PASS = "eval pass (eval mode, no grad) over the training set, not online"
 
@@ -60,9 +64,7 @@ class PerExampleProbe(Probe):
 
     def __init__(self, inputs: Any, targets: Any, *, schedule: Schedule | None = None,
                  noisy_mask: Any = None, top_k: int = 20, batch_size: int = 4096) -> None:
-        self.schedule = per_epoch() if schedule is None else schedule
-        if not isinstance(self.schedule, Schedule):
-            raise ValueError(f"schedule must be a Schedule, got {type(schedule).__name__}")
+        self.schedule = check_schedule(schedule, per_epoch())
         self.inputs = torch.as_tensor(inputs)
         if self.inputs.ndim < 1 or self.inputs.shape[0] == 0:
             raise ValueError(f"inputs must be a non-empty batch (n, ...), got shape "
@@ -87,13 +89,8 @@ class PerExampleProbe(Probe):
                     raise ValueError("noisy_mask must be boolean (or 0/1 integers)")
                 mask = mask.to(torch.bool)
             self.noisy_mask = mask
-        if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
-            raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
-        self.top_k = int(top_k)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or \
-                batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self.batch_size = int(batch_size)
+        self.top_k = check_int(top_k, "top_k", 1)
+        self.batch_size = check_int(batch_size, "batch_size", 1)
         self._tracker = PerExampleTracker(n)
         self._steps: list[int] = []
         self._epochs: list[int] = []
@@ -103,12 +100,10 @@ class PerExampleProbe(Probe):
         self._steps, self._epochs = [], []
 
     def _logits(self, model: nn.Module) -> torch.Tensor:
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
         out = []
         with torch.no_grad(), eval_mode(model):
             for i in range(0, self.inputs.shape[0], self.batch_size):
-                z = model(self.inputs[i:i + self.batch_size].to(device))
+                z = model(on_model_device(model, self.inputs[i:i + self.batch_size]))
                 out.append(z.detach().cpu())
         return torch.cat(out)
 

@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+__all__ = ["Schedule", "at_end", "at_steps", "every", "log_spaced", "per_epoch"]
+
 
 @dataclass(frozen=True)
 class Schedule:

@@ -13,8 +13,11 @@ from torch import nn
 from learnscope.measures.cka import cka_matrix, linear_cka
 from learnscope.measures.svcca import svcca
 from learnscope.probes.base import LayerProbe, ProbeContext
+from learnscope.probes.checks import check_bool, check_choice, check_number, check_schedule
 from learnscope.probes.schedule import Schedule, log_spaced
 from learnscope.store.records import Record
+
+__all__ = ["LayerSimilarityProbe"]
 
 _METHODS = ("cka", "svcca")
 
@@ -76,29 +79,19 @@ class LayerSimilarityProbe(LayerProbe):
                  method: str = "cka", unbiased: bool = False, variance_threshold: float = 0.99,
                  pairs: bool = True, dtype: torch.dtype = torch.float32,
                  threshold: float = 0.9) -> None:
-        layers = self.check_layer_names(layers)
-        if method not in _METHODS:
-            raise ValueError(f"unknown method {method!r}; choose from {_METHODS}")
-        if not isinstance(unbiased, bool):
-            raise ValueError(f"unbiased must be True or False, got {unbiased!r}")
+        self.layer_names = self.check_layer_names(layers)
+        self.schedule = check_schedule(schedule, log_spaced(3))
+        self.method = check_choice(method, "method", _METHODS)
+        self.unbiased = check_bool(unbiased, "unbiased")
         if method == "svcca" and unbiased:
             raise ValueError("unbiased applies to method='cka' only")
-        if isinstance(variance_threshold, bool) or not isinstance(variance_threshold, int | float) \
-                or not 0.0 < float(variance_threshold) <= 1.0:
-            raise ValueError(f"variance_threshold must be in (0, 1], got {variance_threshold!r}")
+        self.variance_threshold = check_number(variance_threshold, "variance_threshold",
+                                               low=0.0, high=1.0, low_open=True)
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise ValueError(f"dtype must be a floating torch dtype, got {dtype!r}")
-        if isinstance(threshold, bool) or not isinstance(threshold, int | float) \
-                or not math.isfinite(threshold):
-            raise ValueError(f"threshold must be a finite number, got {threshold!r}")
-        self.layer_names = layers
-        self.schedule = schedule or log_spaced(3)
-        self.method = method
-        self.unbiased = unbiased
-        self.variance_threshold = float(variance_threshold)
-        self.pairs = bool(pairs)
+        self.pairs = check_bool(pairs, "pairs")
         self.dtype = dtype
-        self.threshold = float(threshold)
+        self.threshold = check_number(threshold, "threshold")
         self._resolved: list[str] = []
         # step -> (epoch, {layer: activations as `dtype` on the CPU})
         self._checkpoints: dict[int, tuple[int, dict[str, torch.Tensor]]] = {}
@@ -120,9 +113,7 @@ class LayerSimilarityProbe(LayerProbe):
 
     # -- measuring -------------------------------------------------------------------------
     def _activations(self, ctx: ProbeContext) -> dict[str, torch.Tensor]:
-        if ctx.inputs is None:
-            raise ValueError("LayerSimilarityProbe needs probe data: pass data=(inputs, targets) "
-                             "to the Scope")
+        ctx.check_data("LayerSimilarityProbe")
         acts = {}
         for name in self._resolved:
             if name not in ctx.activations:

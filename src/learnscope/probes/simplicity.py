@@ -10,8 +10,11 @@ from torch import nn
 
 from learnscope.measures.simplicity import simplicity_measures
 from learnscope.probes.base import Probe, ProbeContext
+from learnscope.probes.checks import check_schedule
 from learnscope.probes.schedule import Schedule, log_spaced
 from learnscope.store.records import Record
+
+__all__ = ["SimplicityProbe"]
 
 _LOGREG = "LogisticRegression(max_iter=1000)"
 
@@ -63,9 +66,7 @@ class SimplicityProbe(Probe):
 
     def __init__(self, linear_predictions: Any = None, *, schedule: Schedule | None = None,
                  fit_on: tuple[Any, Any] | None = None) -> None:
-        self.schedule = log_spaced(4) if schedule is None else schedule
-        if not isinstance(self.schedule, Schedule):
-            raise ValueError(f"schedule must be a Schedule, got {type(schedule).__name__}")
+        self.schedule = check_schedule(schedule, log_spaced(4))
         if (linear_predictions is None) == (fit_on is None):
             raise ValueError("give exactly one of linear_predictions and fit_on=(x_train, "
                              "y_train)")
@@ -118,11 +119,8 @@ class SimplicityProbe(Probe):
         return pred
 
     def measure(self, ctx: ProbeContext) -> list[Record]:
-        if ctx.outputs is None:
-            raise ValueError("SimplicityProbe needs the scope's data: Scope(model, probes, "
-                             "data=(x, y))")
-        if ctx.targets is None:
-            raise ValueError("SimplicityProbe needs targets: Scope(..., data=(x, y)) with y")
+        ctx.check_data("SimplicityProbe", targets=True)
+        assert ctx.outputs is not None and ctx.targets is not None  # the shared pass ran
         out = ctx.outputs.detach().cpu()
         if out.ndim == 1 or (out.ndim == 2 and out.shape[1] == 1):
             f = (out.reshape(-1) > 0).to(torch.int64).numpy()  # one logit: binary

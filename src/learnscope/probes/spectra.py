@@ -12,8 +12,11 @@ from learnscope.measures.spectra import (
     weight_spectrum,
 )
 from learnscope.probes.base import Probe, ProbeContext
+from learnscope.probes.checks import check_int, check_number, check_schedule
 from learnscope.probes.schedule import Schedule, log_spaced
 from learnscope.store.records import Record
+
+__all__ = ["WeightSpectrumProbe"]
 
 
 class WeightSpectrumProbe(Probe):
@@ -38,9 +41,10 @@ class WeightSpectrumProbe(Probe):
 
     def __init__(self, schedule: Schedule | None = None, xmin: str | float = "auto",
                  min_size: int = 2) -> None:
-        self.schedule = schedule or log_spaced(2)
-        self.xmin = xmin
-        self.min_size = min_size
+        self.schedule = check_schedule(schedule, log_spaced(2))
+        self.xmin = xmin if xmin == "auto" else check_number(xmin, "xmin", low=0.0,
+                                                              low_open=True)
+        self.min_size = check_int(min_size, "min_size", 1)
 
     def measure(self, ctx: ProbeContext) -> list[Record]:
         recs: list[Record] = []

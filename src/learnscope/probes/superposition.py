@@ -14,8 +14,11 @@ from learnscope.measures.superposition import (
     superposition_summary,
 )
 from learnscope.probes.base import Probe, ProbeContext
+from learnscope.probes.checks import check_choice, check_int, check_number, check_schedule
 from learnscope.probes.schedule import Schedule, log_spaced
 from learnscope.store.records import Record
+
+__all__ = ["SuperpositionProbe"]
 
 
 class SuperpositionProbe(Probe):
@@ -47,23 +50,13 @@ class SuperpositionProbe(Probe):
 
     def __init__(self, parameter: str, *, schedule: Schedule | None = None,
                  threshold: float = 0.5, features_axis: int = 1) -> None:
-        self.schedule = log_spaced(3) if schedule is None else schedule
-        if not isinstance(self.schedule, Schedule):
-            raise ValueError(f"schedule must be a Schedule, got {type(schedule).__name__}")
+        self.schedule = check_schedule(schedule, log_spaced(3))
         if not isinstance(parameter, str) or not parameter:
             raise ValueError(f"parameter must be a parameter name, got {parameter!r}")
         self.parameter = parameter
-        try:
-            t = float(threshold)
-        except (TypeError, ValueError):
-            t = math.nan
-        if not math.isfinite(t) or t < 0:
-            raise ValueError(f"threshold must be >= 0 and finite, got {threshold!r}")
-        self.threshold = t
-        if features_axis not in (0, 1) or isinstance(features_axis, bool):
-            raise ValueError(f"features_axis must be 0 (rows) or 1 (columns), got "
-                             f"{features_axis!r}")
-        self.features_axis = int(features_axis)
+        self.threshold = check_number(threshold, "threshold", low=0.0)
+        self.features_axis = check_choice(check_int(features_axis, "features_axis", 0),
+                                          "features_axis", (0, 1))
 
     def _weight(self, model: nn.Module) -> np.ndarray:
         try:

@@ -9,6 +9,8 @@ from pathlib import Path
 from learnscope.errors import LearnscopeError
 from learnscope.store.records import Record
 
+__all__ = ["TensorBoardExporter"]
+
 
 class TensorBoardExporter:
     """Writes every scalar record as ``<probe>/<key>[/<layer>]`` at its own step (explicit

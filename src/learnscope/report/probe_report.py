@@ -8,10 +8,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from learnscope.analysis import Table
+from learnscope.probes.session import PROBE_FAILED
 from learnscope.report.figures import Series, line_figure
 from learnscope.report.html import StudySection, write_report
 from learnscope.store.records import Record
-from learnscope.studies.base import Table
 
 # Metadata that names *which* series a value belongs to (the rest describes how it was
 # measured and is shown in the configuration table instead).
@@ -26,6 +27,11 @@ def probe_figures(records: Sequence[Record]) -> tuple[list[Any], list[Table]]:
         groups[(r.probe, r.key)].append(r)
     figures, tables = [], []
     for (probe, key), recs in groups.items():
+        if key == PROBE_FAILED:
+            tables.append(Table(f"{probe}: failed and switched off", ["step", "phase", "error"],
+                                [[r.step, r.meta.get("phase"), r.meta.get("error")]
+                                 for r in recs]))
+            continue
         if key == "suspicious_example":
             rows = [[r.meta.get("rank"), int(r.value)] + [r.meta.get(k) for k in
                     ("score", "confidence", "variability", "learned_epoch", "forgetting")]

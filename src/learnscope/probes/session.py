@@ -1,0 +1,262 @@
+"""ProbeSession: run probes during training, in memory (no store, no files).
+
+::
+
+    session = ProbeSession(model, probes, data=(x_probe, y_probe))   # measures step 0
+    for epoch in range(epochs):
+        for xb, yb in loader:
+            ...                        # the training step, unchanged
+            session.step(loss)         # once per optimizer step: runs the probes due now
+        session.epoch()                # once per epoch (for per-epoch probes)
+    records = session.close()          # final measurements; every record
+
+:class:`learnscope.Scope` is a session plus the run store, ``result.json`` and the report.
+A trainer that keeps its weights elsewhere (e.g. K models in one stacked tensor) asks
+:meth:`ProbeSession.due_at_step` first and copies the weights into ``model`` only then.
+
+The model is never changed: probes read parameters and gradients, and activations come from
+ONE shared capture pass per measurement (eval mode, ``torch.no_grad``, hooks always removed,
+every module's train flag restored), whatever the number of probes due.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from learnscope.measures._readonly import eval_mode, on_model_device
+from learnscope.measures.gradients import parameter_snapshot
+from learnscope.probes.base import Probe, ProbeContext, capture
+from learnscope.store.records import Record
+
+__all__ = ["ProbeSession"]
+
+SCALARS = "scalars"
+"""The probe label of the records of ``step(**scalars)``."""
+PROBE_FAILED = "probe_failed"
+"""The key of the record left by a probe that raised during training."""
+
+
+class ProbeSession:
+    """Runs probes on a model during training and keeps what they measure in memory.
+
+    Args:
+        model: the model being trained; it is read, never modified.
+        probes: the probes to run; ``None`` means :func:`learnscope.probes.default_probes`.
+        data: ``(inputs, targets)`` every probe measures on (a fixed held-out batch is
+            typical: e.g. 512 test examples); ``targets`` may be None for probes that do
+            not need them.
+        on_records: called with every new batch of records, as they are measured (the
+            :class:`~learnscope.Scope` stores and exports them this way).
+
+    Errors while the session starts (an unknown layer, missing probe data: a configuration
+    mistake) raise. A probe that raises later, in :meth:`step`, :meth:`epoch` or
+    :meth:`close`, does not end the training: it leaves a ``probe_failed`` record (value NaN,
+    ``meta["error"]`` the message), a RuntimeWarning, and is switched off; the other probes
+    carry on (``session.failed`` maps its label to the error).
+    """
+
+    def __init__(self, model: nn.Module, probes: Sequence[Probe] | None = None,
+                 data: tuple[torch.Tensor, torch.Tensor | None] | None = None, *,
+                 on_records: Callable[[list[Record]], None] | None = None) -> None:
+        from learnscope.probes.defaults import default_probes
+
+        self.model = model
+        self.probes = list(default_probes() if probes is None else probes)
+        if not all(isinstance(p, Probe) for p in self.probes):
+            raise TypeError("probes must be learnscope Probe instances")
+        if len({id(p) for p in self.probes}) != len(self.probes):
+            raise ValueError("the same probe instance is given twice; make a second one")
+        self.inputs, self.targets = (data if data is not None else (None, None))
+        if self.inputs is not None and self.targets is not None and \
+                len(self.inputs) != len(self.targets):
+            raise ValueError("probe inputs and targets have different lengths")
+        self.labels = _unique_labels(self.probes)
+        self.records: list[Record] = []
+        self.timings: dict[str, float] = dict.fromkeys(self.labels, 0.0)
+        self.timings["capture"] = 0.0
+        self.step_count = 0
+        self.epoch_count = 0
+        self.failed: dict[str, str] = {}
+        self._on_records = on_records
+        self._closed = False
+        self._last_loss: torch.Tensor | float | None = None
+        self._scalars: dict[str, float] = {}
+        self._measured_at: dict[str, int] = {}
+        self._init_state = parameter_snapshot(model)
+        for p in self.probes:
+            p.setup(model)
+        self._run([p for p in self.probes if p.schedule.at_start()], strict=True)
+
+    # -- the training loop's calls -------------------------------------------------------
+    def step(self, loss: torch.Tensor | float | None = None, **scalars: float) -> None:
+        """Call once after each optimizer step; runs the probes due at this step.
+
+        ``loss`` is handed to the probes (``ctx.loss``); each keyword (e.g. ``lr=0.1``) is
+        recorded at this step (probe ``"scalars"``) and handed to them in ``ctx.scalars``.
+        """
+        self._check_open()
+        self.step_count += 1
+        if loss is not None:  # converted only when a probe runs: no host sync per step
+            self._last_loss = loss.detach() if isinstance(loss, torch.Tensor) else float(loss)
+        if scalars:
+            values = {k: _as_float(v) for k, v in scalars.items()}
+            self._scalars.update(values)
+            self._emit([Record(k, v, self.step_count, SCALARS, {"epoch": self.epoch_count})
+                        for k, v in values.items()])
+        due = [p for p in self._active() if p.schedule.due_step(self.step_count)]
+        if due:
+            self._run(due)
+
+    def epoch(self) -> None:
+        """Call once after each epoch; runs the per-epoch probes."""
+        self._check_open()
+        self.epoch_count += 1
+        due = [p for p in self._active() if p.schedule.due_epoch(self.epoch_count)]
+        if due:
+            self._run(due)
+
+    def close(self, *, final: bool = True) -> list[Record]:
+        """Final measurements (every probe's ``finish``; skipped with ``final=False``, e.g.
+        when training failed); returns every record. Closing twice does nothing."""
+        if not self._closed:
+            self._closed = True
+            if final:
+                self._run(self._active(), final=True)
+        return self.records
+
+    def due_at_step(self, step: int) -> bool:
+        """Whether any probe measures after optimizer step ``step`` (to copy weights into
+        ``model`` only when needed)."""
+        return any(p.schedule.due_step(step) for p in self._active())
+
+    def due_at_epoch(self, epoch: int) -> bool:
+        """Whether any probe measures after epoch ``epoch``."""
+        return any(p.schedule.due_epoch(epoch) for p in self._active())
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def config(self) -> dict[str, Any]:
+        """The model and every probe's label, class, cost, schedule and parameters."""
+        n_params = sum(p.numel() for p in self.model.parameters())
+        return {"kind": "probes", "model": type(self.model).__name__, "parameters": n_params,
+                "probe_data": None if self.inputs is None else list(self.inputs.shape),
+                "probes": [{"label": label, "class": type(p).__name__, "cost": p.cost,
+                            "schedule": str(p.schedule), "params": p.params()}
+                           for label, p in zip(self.labels, self.probes, strict=True)]}
+
+    # -- internals -----------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this probe session is closed")
+
+    def _active(self) -> list[Probe]:
+        return [p for label, p in zip(self.labels, self.probes, strict=True)
+                if label not in self.failed]
+
+    def _context(self, acts: dict[str, torch.Tensor], outputs: torch.Tensor | None,
+                 final: bool) -> ProbeContext:
+        loss = self._last_loss
+        return ProbeContext(self.model, self.step_count, self.epoch_count, self.inputs,
+                            self.targets, acts, outputs,
+                            None if loss is None else float(loss), self._init_state, final,
+                            dict(self._scalars))
+
+    def _run(self, probes: Sequence[Probe], final: bool = False, strict: bool = False) -> None:
+        """Measure ``probes`` now, after one shared capture pass if any of them needs it.
+
+        With ``strict`` (when the session starts) an error raises; otherwise it switches the
+        probe off (see the class docstring).
+        """
+        labelled = [(label, p) for label, p in zip(self.labels, self.probes, strict=True)
+                    if any(p is q for q in probes)]
+        layers: list[str] = []
+        for _, p in labelled:
+            if p.needs_activations:
+                layers += [n for n in p.layers(self.model) if n not in layers]
+        forward = [p for _, p in labelled if p.needs_activations or p.needs_outputs]
+        acts: dict[str, torch.Tensor] = {}
+        outputs = None
+        capture_error: Exception | None = None
+        if self.inputs is not None and forward:
+            t0 = time.perf_counter()
+            try:
+                with torch.no_grad(), eval_mode(self.model), \
+                        capture(self.model, layers) as captured:
+                    outputs = self.model(on_model_device(self.model, self.inputs))
+                acts = dict(captured)
+            except Exception as e:
+                if strict:
+                    raise
+                capture_error = e
+            self.timings["capture"] += time.perf_counter() - t0
+        ctx = self._context(acts, outputs, final)
+        for label, p in labelled:
+            if capture_error is not None and any(p is q for q in forward):
+                self._fail(label, capture_error, "capture pass")
+                continue
+            t0 = time.perf_counter()
+            try:
+                recs = self._measure(label, p, ctx)
+            except Exception as e:
+                if strict:
+                    raise
+                self._fail(label, e, "finish" if final else "measure")
+                continue
+            finally:
+                self.timings[label] += time.perf_counter() - t0
+            self._emit([self._stamp(r, label) for r in recs])
+
+    def _measure(self, label: str, p: Probe, ctx: ProbeContext) -> list[Record]:
+        if not ctx.final:
+            self._measured_at[label] = ctx.step
+            return p.measure(ctx)
+        if type(p).finish is not Probe.finish:
+            return p.finish(ctx)
+        if self._measured_at.get(label) != ctx.step:
+            return p.measure(ctx)  # by default the final state is measured once more
+        return []
+
+    def _fail(self, label: str, error: Exception, phase: str) -> None:
+        message = f"{type(error).__name__}: {error}"
+        self.failed[label] = message
+        warnings.warn(f"probe {label!r} failed in {phase} at step {self.step_count} and is "
+                      f"switched off (training and the other probes carry on): {message}",
+                      RuntimeWarning, stacklevel=4)
+        self._emit([Record(PROBE_FAILED, math.nan, self.step_count, label,
+                           {"error": message, "phase": phase, "epoch": self.epoch_count})])
+
+    def _stamp(self, r: Record, label: str) -> Record:
+        """The record at the current step (or at ``meta['checkpoint_step']`` for values that
+        a probe computes later about an earlier checkpoint), with its probe label and epoch."""
+        step = r.meta.get("checkpoint_step", self.step_count)
+        meta = r.meta if "epoch" in r.meta else r.meta | {"epoch": self.epoch_count}
+        return Record(r.key, r.value, step, label, meta)
+
+    def _emit(self, recs: list[Record]) -> None:
+        if not recs:
+            return
+        self.records.extend(recs)
+        if self._on_records is not None:
+            self._on_records(recs)
+
+
+def _unique_labels(probes: Sequence[Probe]) -> list[str]:
+    labels, seen = [], {}
+    for p in probes:
+        n = seen.get(p.name, 0)
+        seen[p.name] = n + 1
+        labels.append(p.name if n == 0 else f"{p.name}-{n + 1}")
+    return labels
+
+
+def _as_float(value: Any) -> float:
+    return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
