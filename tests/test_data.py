@@ -9,13 +9,13 @@ from learnscope.data import (
     legendre_features,
     linear_teacher,
     mnist1d,
+    random_labels,
     random_pixels,
     random_relu_features,
     shuffled_pixels,
     sine_1d,
     with_label_noise,
 )
-from learnscope.studies.random_labels import random_labels
 
 
 def _global_states():

@@ -32,19 +32,27 @@ def test_quick_run_reproduces(quick_runs, name):
     assert result["timings"]["total_s"] < 120
 
 
+def _claim(result, claim_id):
+    (c,) = [c for c in result["claims"] if c["id"] == claim_id]
+    return c
+
+
 def test_double_descent_numbers_are_measured(quick_runs):
     _, results = quick_runs
-    m = results["double-descent"][1]["metrics"]
-    rf = {int(k): v for k, v in m["median_test_mse_rf_noisy"].items()}
+    result = results["double-descent"][1]
+    assert _claim(result, "rf-peak-location")["measured"]["peak_p"] == 100
+    curves = result["metrics"]["curves"]
+    (title,) = [t for t in curves if t.startswith("Model-wise")]
+    rf = {float(k): v for k, v in curves[title]["min-norm, noise sd 0.5"].items()}
     assert max(rf, key=rf.get) == 100
     assert rf[100] > 10 * rf[10]
 
 
 def test_random_labels_numbers_are_measured(quick_runs):
     _, results = quick_runs
-    m = results["random-labels"][1]["metrics"]
-    assert 0.0 < m["test_acc_random_labels"] < 0.2
-    assert m["epochs_ratio_random_over_clean"] > 1.0
+    result = results["random-labels"][1]
+    assert 0.0 < _claim(result, "random-labels-test-at-chance")["measured"]["test_acc"] < 0.2
+    assert _claim(result, "fit-time-small-factor")["measured"]["epochs_ratio"] > 1.0
 
 
 def test_report_is_self_contained(quick_runs):
@@ -77,11 +85,14 @@ def test_default_size_reproduces(name, tmp_path):
 
 
 def test_mlp_bump_definition():
-    from learnscope.studies.double_descent_mlp import _bump
+    from learnscope.analysis import Curve
+    from learnscope.studies.double_descent_mlp import bump_of
 
-    curve = {2: 80.0, 4: 60.0, 8: 66.0, 16: 64.0, 32: 58.0}
-    b = _bump(curve)
+    def curve(d):
+        return Curve.from_groups({k: [v] for k, v in d.items()}, "width", "err")
+
+    b = bump_of(curve({2: 80.0, 4: 60.0, 8: 66.0, 16: 64.0, 32: 58.0}))
     assert (b["first_min"], b["peak"]) == (4, 8)
     assert b["bump"] == 8.0 and b["rise"] == 6.0
-    flat = _bump({2: 50.0, 4: 40.0, 8: 30.0})  # monotone: no bump
+    flat = bump_of(curve({2: 50.0, 4: 40.0, 8: 30.0}))  # monotone: no bump
     assert flat["bump"] == 0 and flat["rise"] == 0

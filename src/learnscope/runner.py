@@ -24,9 +24,11 @@ import torch
 from learnscope.config import StudyConfig, build_config, config_to_dict, load_toml, stable_hash
 from learnscope.errors import LearnscopeError
 from learnscope.exec import make_executor
+from learnscope.analysis import Analysis, jsonable, verdict
 from learnscope.store import RunInfo, RunStore
+from learnscope.store.sqlite import TrialWrite
 from learnscope.studies import get_study
-from learnscope.studies.base import Analysis, Study, verdict
+from learnscope.studies.base import Study
 
 
 class Progress(Protocol):
@@ -144,10 +146,14 @@ def run_study(name: str, *, quick: bool = False, overrides: Mapping[str, Any] | 
             with limited_threads(threads):
                 for g, outputs, wall in runner.map(study, cfg, [[specs[i] for i in grp]
                                                                   for grp in groups]):
-                    for i, output in zip(groups[g], outputs, strict=True):
-                        store.save_trial(run.run_id, keys[i], specs[i], output.records,
-                                         status=output.status, wall_s=wall / len(groups[g]),
-                                         info=output.info | {"group_size": len(groups[g])})
+                    size = len(groups[g])
+                    # One transaction per batch: a kill leaves a batch stored whole or not at
+                    # all, so a resumed run trains exactly the batches an uninterrupted one did.
+                    store.save_trials(run.run_id, [
+                        TrialWrite(keys[i], specs[i], output.records, output.status,
+                                   wall / size, output.info | {"group_size": size})
+                        for i, output in zip(groups[g], outputs, strict=True)])
+                    for output in outputs:
                         progress.advance(output.status)
         except KeyboardInterrupt:
             store.set_run_status(run.run_id, "interrupted")
@@ -192,7 +198,8 @@ def run_study(name: str, *, quick: bool = False, overrides: Mapping[str, Any] | 
             from learnscope.report.html import write_report as _write
 
             t_rep = time.perf_counter()
-            _write(run_dir / "report.html", [StudySection.from_result(result, analysis)],
+            _write(run_dir / "report.html",
+                   [StudySection.from_result(result, analysis, study.about())],
                    title=f"learnscope: {study.title}")
             result["timings"]["report_s"] = round(time.perf_counter() - t_rep, 3)
         result["timings"]["total_s"] = round(time.perf_counter() - t_start, 3)
@@ -229,7 +236,8 @@ def rebuild_report(run_dir: str | Path) -> Path:
     result["claims"] = [c.to_dict() for c in analysis.claims]
     result["verdict"] = verdict(analysis.claims)
     path = run_dir / "report.html"
-    _write(path, [StudySection.from_result(result, analysis)], title=f"learnscope: {study.title}")
+    _write(path, [StudySection.from_result(result, analysis, study.about())],
+           title=f"learnscope: {study.title}")
     return path
 
 
@@ -254,6 +262,4 @@ def _atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def _jsonable(obj: Any) -> Any:
-    from learnscope.studies.base import _clean
-
-    return _clean(obj)
+    return jsonable(obj)

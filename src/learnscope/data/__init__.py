@@ -4,6 +4,7 @@ from learnscope.data.classification import ClassificationData
 from learnscope.data.corruptions import (
     flip_labels,
     gaussian_inputs,
+    random_labels,
     random_pixels,
     shuffled_pixels,
     with_label_noise,
@@ -19,5 +20,5 @@ from learnscope.data.regression import (
 )
 
 __all__ = ["ClassificationData", "RegressionData", "digits", "flip_labels", "gaussian_inputs",
-           "legendre_features", "linear_teacher", "mnist1d", "random_pixels",
+           "legendre_features", "linear_teacher", "mnist1d", "random_labels", "random_pixels",
            "random_relu_features", "shuffled_pixels", "sine_1d", "with_label_noise"]

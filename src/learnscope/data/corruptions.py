@@ -71,3 +71,17 @@ def random_pixels(data: ClassificationData, *, seed: int) -> ClassificationData:
     keys = torch.rand(flat.shape, generator=g)
     perms = keys.argsort(dim=1)
     return data.with_train(x_train=flat.gather(1, perms).reshape(data.x_train.shape))
+
+
+def random_labels(data: ClassificationData, fraction: float, *, seed: int) -> ClassificationData:
+    """Zhang et al.'s corruption: a chosen ``fraction`` of examples (exact count) get a
+    uniformly random label, which may coincide with the true one; ``noisy_mask`` marks the
+    labels that actually changed. (For memorisation studies use ``flip_labels``, which always
+    changes the class.)"""
+    g = torch_generator(seed, "random-labels")
+    n = len(data.y_train_clean)
+    k = round(fraction * n)
+    idx = torch.randperm(n, generator=g)[:k]
+    y = data.y_train_clean.clone()
+    y[idx] = torch.randint(0, data.n_classes, (k,), generator=g)
+    return data.with_train(y_train=y, noisy_mask=y != data.y_train_clean)

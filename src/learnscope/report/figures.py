@@ -1,4 +1,5 @@
-"""Small plotly figure builders shared by the studies (one look across every report)."""
+"""Drawing: declared figures (:class:`~learnscope.analysis.FigureData`) as plotly figures, one
+look across every report."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import plotly.graph_objects as go
+
+from learnscope.analysis.figures import FigureData
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
            "#17becf", "#7f7f7f", "#bcbd22"]
@@ -25,10 +28,23 @@ class Series:
     mode: str = "lines+markers"
 
 
+def draw(fig: FigureData) -> go.Figure:
+    """The plotly figure of a declared figure's data."""
+    if fig.kind == "heatmap":
+        return heatmap_figure(fig)
+    many_points = any(len(s.x) > 60 for s in fig.series)
+    return line_figure(
+        fig.title, [Series(s.name, s.x, s.y, s.lo, s.hi, s.dash,
+                           "lines" if many_points else "lines+markers") for s in fig.series],
+        x_title=fig.x_title, y_title=fig.y_title, log_x=fig.log_x, log_y=fig.log_y,
+        vlines=[(m.x, m.label) for m in fig.markers], hlines=fig.hlines)
+
+
 def line_figure(title: str, series: Sequence[Series], *, x_title: str, y_title: str,
                 log_x: bool = False, log_y: bool = False,
-                vlines: Sequence[tuple[float, str]] = (), height: int = 420) -> go.Figure:
-    """Lines with optional shaded bands and labelled vertical markers."""
+                vlines: Sequence[tuple[float, str]] = (),
+                hlines: Sequence[tuple[float, str]] = (), height: int = 420) -> go.Figure:
+    """Lines with optional shaded bands and labelled vertical / horizontal markers."""
     fig = go.Figure()
     for i, s in enumerate(series):
         color = PALETTE[i % len(PALETTE)]
@@ -40,15 +56,32 @@ def line_figure(title: str, series: Sequence[Series], *, x_title: str, y_title: 
         fig.add_trace(go.Scatter(x=list(s.x), y=list(s.y), name=s.name, mode=s.mode,
                                  line={"color": color, "dash": s.dash}, marker={"size": 5}))
     for x, label in vlines:
-        # Shapes on a log axis are placed in log10 units.
-        fig.add_vline(x=math.log10(x) if log_x else x, line={"dash": "dot", "color": "#555"}, annotation_text=label,
-                      annotation_position="top")
+        # A vertical line as a data trace spanning the plot (paper-referenced y): its x is in
+        # data units on linear and log axes alike, so it sits exactly at x.
+        fig.add_shape(type="line", x0=x, x1=x, y0=0, y1=1, xref="x", yref="paper",
+                      line={"dash": "dot", "color": "#555"})
+        fig.add_annotation(x=math.log10(x) if log_x and x > 0 else x, y=1, xref="x",
+                           yref="paper", text=label, showarrow=False, yanchor="bottom")
+    for y, label in hlines:
+        fig.add_hline(y=math.log10(y) if log_y and y > 0 else y,
+                      line={"dash": "dash", "color": "#999"}, annotation_text=label)
     fig.update_layout(title=title, height=height, template="plotly_white",
-                      margin={"l": 60, "r": 20, "t": 60, "b": 50},
+                      margin={"l": 60, "r": 20, "t": 70, "b": 50},
                       legend={"orientation": "h", "y": -0.2})
     fig.update_xaxes(title=x_title, type="log" if log_x else "linear")
     fig.update_yaxes(title=y_title, type="log" if log_y else "linear")
     return fig
+
+
+def heatmap_figure(fig: FigureData, height: int = 420) -> go.Figure:
+    out = go.Figure(go.Heatmap(z=fig.z, x=[str(c) for c in fig.cols],
+                               y=[str(r) for r in fig.rows], colorscale="Viridis",
+                               colorbar={"title": fig.colorbar}))
+    out.update_layout(title=fig.title, height=height, template="plotly_white",
+                      margin={"l": 80, "r": 20, "t": 70, "b": 50})
+    out.update_xaxes(title=fig.x_title, type="category")
+    out.update_yaxes(title=fig.y_title, type="category")
+    return out
 
 
 def _rgba(hex_color: str, alpha: float) -> str:

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from learnscope.studies.base import Analysis, Table
+from learnscope.analysis import Analysis, FigureData, Table
+from learnscope.report.figures import draw
 
 _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;color:#222;
@@ -46,13 +47,16 @@ class StudySection:
     notes: list[str] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, Any] = field(default_factory=dict)
+    about: str = ""
+    """The study's explanation (phenomenon, setup, sources, what its claims mean)."""
 
     @classmethod
-    def from_result(cls, result: dict[str, Any], analysis: Analysis) -> StudySection:
+    def from_result(cls, result: dict[str, Any], analysis: Analysis,
+                    about: str = "") -> StudySection:
         return cls(result["study"], result.get("title", result["study"]),
                    result.get("source", ""), result.get("run_id", ""), result["verdict"],
                    result["config"], result["claims"], analysis.figures, analysis.tables,
-                   analysis.notes, result.get("metrics", {}), result.get("timings", {}))
+                   analysis.notes, result.get("metrics", {}), result.get("timings", {}), about)
 
 
 def _fmt(v: Any) -> str:
@@ -98,15 +102,14 @@ def _section_html(s: StudySection, index: int) -> str:
              "</h2>",
              f"<div class='meta'>study <code>{html.escape(s.study)}</code> · run "
              f"<code>{html.escape(s.run_id)}</code> · source: {html.escape(s.source)}</div>",
-             "<h3>Claims</h3>", _claims_html(s.claims)]
+             _about_html(s.about), "<h3>Claims</h3>", _claims_html(s.claims)]
     if s.notes:
         parts.append("<div class='card'>" + "".join(f"<p>{html.escape(n)}</p>" for n in s.notes)
                      + "</div>")
     if s.figures:
         parts.append("<h3>Figures</h3>")
         for fig in s.figures:
-            parts.append("<div class='card'>" + fig.to_html(full_html=False,
-                                                             include_plotlyjs=False) + "</div>")
+            parts.append("<div class='card'>" + _figure_html(fig) + "</div>")
     for t in s.tables:
         parts.append(f"<h3>{html.escape(t.title)}</h3>" + _table_html(t.columns, t.rows))
     parts.append("<details><summary>Resolved configuration</summary>"
@@ -121,6 +124,21 @@ def _section_html(s: StudySection, index: int) -> str:
                      + html.escape(json.dumps(s.metrics, indent=1, default=str)[:200_000])
                      + "</pre></details>")
     return "\n".join(parts)
+
+
+def _figure_html(fig: Any) -> str:
+    plot = draw(fig) if isinstance(fig, FigureData) else fig
+    html_ = plot.to_html(full_html=False, include_plotlyjs=False)
+    caption = getattr(fig, "caption", "")
+    return html_ + (f"<p class='meta'>{html.escape(caption)}</p>" if caption else "")
+
+
+def _about_html(about: str) -> str:
+    if not about:
+        return ""
+    paras = [p.strip() for p in about.split("\n\n") if p.strip()]
+    body = "".join(f"<p>{html.escape(' '.join(p.split()))}</p>" for p in paras)
+    return f"<details open><summary>About this study</summary><div class='card'>{body}</div></details>"
 
 
 def render(sections: Sequence[StudySection], *, title: str) -> str:

@@ -18,8 +18,8 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,18 @@ CREATE TABLE IF NOT EXISTS records (
 );
 CREATE INDEX IF NOT EXISTS records_by_trial ON records (run_id, trial_key);
 """
+
+
+@dataclass(frozen=True)
+class TrialWrite:
+    """A finished trial to store: its key, spec, records, status, wall time and info."""
+
+    key: str
+    spec: dict[str, Any]
+    records: list[Record]
+    status: str = "finished"
+    wall_s: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -212,18 +224,28 @@ class RunStore:
 
         Returns False (and writes nothing) when the trial is already stored for this run.
         """
-        rows = [(run_id, trial_key, r.step, r.probe, r.key, _sql_value(r.value), _dumps(r.meta))
-                for r in records]
+        return self.save_trials(run_id, [TrialWrite(trial_key, spec, list(records), status,
+                                                    wall_s, info or {})]) == 1
+
+    def save_trials(self, run_id: str, trials: Sequence[TrialWrite]) -> int:
+        """Write several finished trials (e.g. a batch trained together) and all their records
+        in ONE transaction: a kill leaves all of them stored or none. Trials already stored for
+        this run are skipped; returns how many were written."""
+        written = 0
         try:
             self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute("INSERT INTO trials VALUES (?,?,?,?,?,?,?)",
-                                 (run_id, trial_key, _dumps(spec), status, float(wall_s),
-                                  _dumps(info or {}), time.time()))
-            except sqlite3.IntegrityError:
-                self._db.execute("ROLLBACK")
-                return False
-            self._db.executemany("INSERT INTO records VALUES (?,?,?,?,?,?,?)", rows)
+            for t in trials:
+                try:
+                    self._db.execute("INSERT INTO trials VALUES (?,?,?,?,?,?,?)",
+                                     (run_id, t.key, _dumps(t.spec), t.status, float(t.wall_s),
+                                      _dumps(t.info), time.time()))
+                except sqlite3.IntegrityError:
+                    continue
+                self._db.executemany(
+                    "INSERT INTO records VALUES (?,?,?,?,?,?,?)",
+                    [(run_id, t.key, r.step, r.probe, r.key, _sql_value(r.value), _dumps(r.meta))
+                     for r in t.records])
+                written += 1
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
@@ -231,7 +253,7 @@ class RunStore:
         except BaseException:  # Ctrl-C / SIGTERM mid-write: nothing half-written stays
             self._rollback()
             raise
-        return True
+        return written
 
     def _rollback(self) -> None:
         if self._db.in_transaction:

@@ -1,142 +1,244 @@
-"""The study contract: a typed config, a list of trials, a trial runner, and an analysis that
-turns the stored records into claims, metrics, figures and tables.
+"""The study kit: a study declares its science, the kit does the rest.
 
-Data flows one way: config -> ``trials(cfg)`` (plain JSON-able specs) -> ``run_trial(cfg, spec)``
-(records, possibly in another process) -> the store -> ``analyze(cfg, results)``. ``analyze`` sees
-only what the store holds, so ``learnscope report`` can rebuild a report from the store alone.
+A study declares
+
+- its typed config (``Config``: a frozen dataclass of :func:`~learnscope.config.param` fields)
+  and the overrides of its ``--quick`` size;
+- its trials as a grid (:meth:`Study.parts`): named :class:`Part` s, each a product of named
+  axes dispatched to its own run function. With ``batch_by`` the run function receives a *batch*:
+  all trials of the part that agree on those axes (e.g. every noise level of one seed, trained as
+  one stack of models); otherwise it receives one trial;
+- its claims (:meth:`Study.claims`), built from a :class:`~learnscope.analysis.Results` with the
+  claim library of :mod:`learnscope.analysis.claims`;
+- its figures as plain data (:meth:`Study.figures`), tables, metrics and notes.
+
+The kit forms the trial specs (``{"part": ..., **axis values}``), their batches, runs them
+(through any executor), stores a batch's trials in one transaction (so a resumed run equals an
+uninterrupted one), aggregates over seeds and draws the figures. Data flow is one way::
+
+    config -> parts -> trial specs -> batches -> run functions (any process) -> store
+           -> Results -> claims, figures, tables -> report
+
+``analyze`` sees only what the store holds, so ``learnscope report`` rebuilds a report from the
+store alone.
 """
 
 from __future__ import annotations
 
+import inspect
+import itertools
 import math
-import operator
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
+from learnscope.analysis import Analysis, Claim, Results, Table, evaluate
+from learnscope.analysis.figures import Heatmap, LinePlot
 from learnscope.config import StudyConfig
 from learnscope.store.records import Record, TrialResult
 
-_OPS: dict[str, Callable[[float, float], bool]] = {
-    ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,
-}
+__all__ = ["Output", "Part", "Study", "Trial", "TrialOutput", "part"]
 
-
-@dataclass(frozen=True)
-class Claim:
-    """A paper's result phrased as a checkable assertion, with what this run measured.
-
-    ``gating`` claims decide the verdict; non-gating ones are reported (e.g. effects the
-    literature itself calls weak) but never turn a run into ``partial``.
-    """
-
-    id: str
-    statement: str
-    measured: dict[str, Any]
-    threshold: str
-    holds: bool
-    gating: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "statement": self.statement, "measured": _clean(self.measured),
-                "threshold": self.threshold, "holds": bool(self.holds), "gating": self.gating}
-
-
-def compare_claim(id: str, statement: str, name: str, value: float, op: str, threshold: float,
-                  *, extra: dict[str, Any] | None = None, gating: bool = True) -> Claim:
-    """A claim ``value <op> threshold``; a NaN value never holds.
-
-    >>> compare_claim("c", "ratio is large", "ratio", 12.0, ">=", 10).holds
-    True
-    """
-    holds = (not math.isnan(value)) and _OPS[op](value, threshold)
-    measured = {name: value, **(extra or {})}
-    return Claim(id, statement, measured, f"{name} {op} {threshold:g}", holds, gating)
-
-
-def verdict(claims: Sequence[Claim]) -> str:
-    """``reproduced`` when every gating claim holds, ``not reproduced`` when none does."""
-    gating = [c for c in claims if c.gating]
-    if not gating:
-        return "not reproduced"
-    n = sum(c.holds for c in gating)
-    if n == len(gating):
-        return "reproduced"
-    return "partial" if n else "not reproduced"
-
-
-@dataclass(frozen=True)
-class Table:
-    title: str
-    columns: list[str]
-    rows: list[list[Any]]
-
-
-@dataclass
-class Analysis:
-    """What a study concludes from its stored trials."""
-
-    claims: list[Claim]
-    metrics: dict[str, Any] = field(default_factory=dict)
-    figures: list[Any] = field(default_factory=list)  # plotly figures
-    tables: list[Table] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+Cfg = TypeVar("Cfg", bound=StudyConfig)
 
 
 @dataclass
 class TrialOutput:
-    """What ``run_trial`` returns: the records, and ``diverged`` when training hit NaN/inf."""
+    """What a trial produced: its records, its status (``finished`` or ``diverged``) and
+    free-form info stored beside it."""
 
     records: list[Record]
     status: str = "finished"
     info: dict[str, Any] = field(default_factory=dict)
 
 
-class Study(ABC):
-    """Base class of every study. Subclasses set the class attributes and three methods."""
+Output = TrialOutput | list[Record] | dict[str, float]
+"""A run function may return a TrialOutput, a list of records, or ``{key: value}`` scalars."""
+
+
+class Trial(Mapping[str, Any]):
+    """One point of a part's grid: its spec (``part`` plus one value per axis). Read the axes as
+    attributes (``trial.seed``) or items (``trial["seed"]``)."""
+
+    __slots__ = ("_spec",)
+
+    def __init__(self, spec: Mapping[str, Any]) -> None:
+        object.__setattr__(self, "_spec", dict(spec))
+
+    def __getitem__(self, name: str) -> Any:
+        return self._spec[name]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._spec[name]
+        except KeyError:
+            raise AttributeError(f"trial has no axis {name!r}; axes: {list(self._spec)}") \
+                from None
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._spec)
+
+    def __len__(self) -> int:
+        return len(self._spec)
+
+    def __repr__(self) -> str:
+        return f"Trial({self._spec})"
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return dict(self._spec)
+
+
+@dataclass(frozen=True)
+class Part:
+    """A named sub-experiment: the product of ``axes``, run by ``run``.
+
+    Without ``batch_by``, ``run(cfg, trial) -> Output``. With ``batch_by``, trials of this part
+    that agree on those axes form one batch and ``run(cfg, trials) -> list[Output]`` (in order).
+    """
+
+    name: str
+    run: Callable[..., Any]
+    axes: dict[str, tuple[Any, ...]]
+    batch_by: tuple[str, ...] | None = None
+
+    def specs(self) -> list[dict[str, Any]]:
+        names = list(self.axes)
+        return [{"part": self.name, **dict(zip(names, combo, strict=True))}
+                for combo in itertools.product(*(self.axes[n] for n in names))]
+
+
+def part(name: str, run: Callable[..., Any], /, *, batch_by: Sequence[str] | None = None,
+         **axes: Sequence[Any] | Any) -> Part:
+    """Declare a part: ``part("labels", self.train, batch_by=["seed"], noise=[0, 1], seed=[0, 1])``.
+
+    An axis given a single (non-list) value is an axis with that one value. Values are
+    de-duplicated keeping their order.
+    """
+    clean: dict[str, tuple[Any, ...]] = {}
+    for axis, values in axes.items():
+        seq = list(values) if isinstance(values, list | tuple | range) else [values]
+        clean[axis] = tuple(dict.fromkeys(_plain(v) for v in seq))
+    if batch_by is not None:
+        unknown = [a for a in batch_by if a not in clean]
+        if unknown:
+            raise ValueError(f"part {name!r}: batch_by names unknown axes {unknown}")
+    return Part(name, run, clean, tuple(batch_by) if batch_by is not None else None)
+
+
+class Study(Generic[Cfg]):
+    """Base class of every study: set the class attributes, declare :meth:`parts` and
+    :meth:`claims`; :meth:`figures`, :meth:`tables`, :meth:`metrics` and :meth:`notes` are
+    optional. The module docstring of a study is its explanation (phenomenon, setup, sources,
+    what the claims mean), shown by ``learnscope show`` and in the report."""
 
     name: ClassVar[str]
     title: ClassVar[str]
     summary: ClassVar[str]
     source: ClassVar[str]
-    """Papers and the seed document (in shared/seeds) the study comes from."""
+    """The papers the study reproduces."""
     Config: ClassVar[type[StudyConfig]]
     quick: ClassVar[dict[str, Any]] = {}
     """Overrides that make the ``--quick`` size (under a minute on 2 cores)."""
 
-    @abstractmethod
-    def trials(self, cfg: Any) -> list[dict[str, Any]]:
-        """The trials of a run: JSON-able specs, each unique (its hash is the trial key)."""
+    # -- what a study declares --------------------------------------------------------------
+    def parts(self, cfg: Cfg) -> list[Part]:
+        raise NotImplementedError
 
-    @abstractmethod
-    def run_trial(self, cfg: Any, spec: dict[str, Any]) -> TrialOutput:
-        """Run one trial. Pure function of (cfg, spec): deterministic, no global RNG use."""
+    def claims(self, cfg: Cfg, results: Results) -> list[Claim]:
+        raise NotImplementedError
 
-    @abstractmethod
-    def analyze(self, cfg: Any, results: list[TrialResult]) -> Analysis:
-        """Claims, metrics, figures and tables, computed only from ``results``."""
+    def figures(self, cfg: Cfg) -> list[LinePlot | Heatmap]:
+        return []
 
-    def group_trials(self, cfg: Any, specs: list[dict[str, Any]]) -> list[list[int]]:
-        """Which trials run together (e.g. trained as one batch of models).
+    def tables(self, cfg: Cfg, results: Results) -> list[Table]:
+        return []
 
-        Indices into ``specs``; the default runs every trial on its own. Grouping must depend
-        only on the specs, so every executor forms the same groups.
-        """
-        return [[i] for i in range(len(specs))]
+    def metrics(self, cfg: Cfg, results: Results) -> dict[str, Any]:
+        return {}
 
-    def run_group(self, cfg: Any, specs: list[dict[str, Any]]) -> list[TrialOutput]:
-        """Run a group of trials; the default runs them one by one."""
-        return [self.run_trial(cfg, spec) for spec in specs]
+    def notes(self, cfg: Cfg, results: Results) -> list[str]:
+        return []
+
+    @classmethod
+    def about(cls) -> str:
+        """The study's explanation: its module's docstring."""
+        module = inspect.getmodule(cls)
+        return inspect.cleandoc(module.__doc__ or "") if module else ""
+
+    # -- what the kit does with it ----------------------------------------------------------
+    def trials(self, cfg: Cfg) -> list[dict[str, Any]]:
+        """Every trial spec of the run, in grid order."""
+        specs = [s for p in self._parts(cfg).values() for s in p.specs()]
+        seen: set[str] = set()
+        for s in specs:
+            key = repr(sorted(s.items()))
+            if key in seen:
+                raise ValueError(f"study {self.name}: trial {s} appears twice in the grid")
+            seen.add(key)
+        return specs
+
+    def group_trials(self, cfg: Cfg, specs: list[dict[str, Any]]) -> list[list[int]]:
+        """Batches (indices into ``specs``): trials of a batched part that agree on its
+        ``batch_by`` axes; every other trial alone. Depends on the specs only, so every
+        executor forms the same batches."""
+        parts = self._parts(cfg)
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for i, spec in enumerate(specs):
+            p = parts[spec["part"]]
+            key = (p.name, tuple(spec[a] for a in p.batch_by)) if p.batch_by is not None \
+                else (p.name, i)
+            groups.setdefault(key, []).append(i)
+        return list(groups.values())
+
+    def run_group(self, cfg: Cfg, specs: list[dict[str, Any]]) -> list[TrialOutput]:
+        """Run one batch (as formed by :meth:`group_trials`) and normalise its outputs."""
+        if not specs:
+            return []
+        p = self._parts(cfg)[specs[0]["part"]]
+        trials = [Trial(s) for s in specs]
+        if p.batch_by is None:
+            outputs = [p.run(cfg, t) for t in trials]
+        else:
+            outputs = list(p.run(cfg, trials))
+            if len(outputs) != len(trials):
+                raise RuntimeError(f"part {p.name!r} returned {len(outputs)} outputs for "
+                                   f"{len(trials)} trials")
+        return [_normalise(o) for o in outputs]
+
+    def analyze(self, cfg: Cfg, trials: list[TrialResult]) -> Analysis:
+        """Claims, figures, tables, metrics and notes, computed only from the stored trials."""
+        results = Results(trials)
+        specs = self.figures(cfg)
+        figures = [evaluate(spec, results) for spec in specs]
+        # Every swept curve's medians go into result.json too (not training-time curves).
+        curves = {f.title: {s.name: dict(zip(s.x, s.y, strict=True)) for s in f.series}
+                  for spec, f in zip(specs, figures, strict=True)
+                  if isinstance(spec, LinePlot) and spec.x != "step" and not f.empty}
+        metrics = ({"curves": curves} if curves else {}) | self.metrics(cfg, results)
+        return Analysis(self.claims(cfg, results), metrics, [f for f in figures if not f.empty],
+                        self.tables(cfg, results), self.notes(cfg, results))
+
+    def _parts(self, cfg: Cfg) -> dict[str, Part]:
+        parts = self.parts(cfg)
+        names = [p.name for p in parts]
+        if len(set(names)) != len(names):
+            raise ValueError(f"study {self.name}: duplicate part names {names}")
+        return {p.name: p for p in parts}
 
 
-def _clean(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
-    if hasattr(obj, "item"):
-        return _clean(obj.item())
-    return obj
+def _normalise(output: Output) -> TrialOutput:
+    if isinstance(output, TrialOutput):
+        return output
+    if isinstance(output, dict):
+        return TrialOutput([Record(k, v) for k, v in output.items()])
+    return TrialOutput(list(output))
+
+
+def _plain(v: Any) -> Any:
+    """JSON-plain axis values (numpy scalars -> Python numbers)."""
+    if hasattr(v, "item") and not isinstance(v, str):
+        v = v.item()
+    if isinstance(v, float) and v.is_integer() and not math.isinf(v):
+        return v  # keep 1.0 a float: it is part of the trial key
+    return v

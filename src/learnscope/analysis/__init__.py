@@ -1,0 +1,60 @@
+"""What a run concludes, shared by studies, probe runs and the report: claims and the claim
+library, ``Results`` (tidy frames aggregated over seeds), curves, figure declarations and
+tables. Neutral ground: it imports nothing from studies, report or runner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from learnscope.analysis.claims import (
+    Claim,
+    Test,
+    above,
+    all_of,
+    at_least,
+    at_most,
+    below,
+    between,
+    claim,
+    jsonable,
+    monotone,
+    peak_at,
+    ratio,
+    verdict,
+)
+from learnscope.analysis.curves import Curve, median_iqr
+from learnscope.analysis.figures import (
+    FigureData,
+    Heatmap,
+    LinePlot,
+    Lines,
+    Marker,
+    SeriesData,
+    evaluate,
+)
+from learnscope.analysis.results import Results
+
+
+@dataclass(frozen=True)
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[list[Any]]
+
+
+@dataclass
+class Analysis:
+    """What a study concludes from its stored trials."""
+
+    claims: list[Claim]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    figures: list[FigureData] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+__all__ = ["Analysis", "Claim", "Curve", "FigureData", "Heatmap", "LinePlot", "Lines", "Marker",
+           "Results", "SeriesData", "Table", "Test", "above", "all_of", "at_least", "at_most", "below",
+           "between", "claim", "evaluate", "jsonable", "median_iqr", "monotone", "peak_at",
+           "ratio", "verdict"]
