@@ -123,7 +123,8 @@ def evaluate(spec: LinePlot | Heatmap, results: Any) -> FigureData:
         rows, cols, z = results.where(**spec.where).matrix(spec.key, spec.rows, spec.cols)
         return FigureData("heatmap", spec.title, spec.x_title or spec.cols,
                           spec.y_title or spec.rows, spec.caption, z=z.tolist(),
-                          rows=rows, cols=cols, colorbar=spec.colorbar or spec.key)
+                          rows=[_tidy(r) for r in rows], cols=[_tidy(c) for c in cols],
+                          colorbar=spec.colorbar or spec.key)
     series: list[SeriesData] = []
     for sel in spec.lines:
         key = sel.key or spec.key
@@ -131,11 +132,18 @@ def evaluate(spec: LinePlot | Heatmap, results: Any) -> FigureData:
         if not len(sub):
             continue
         for fields, part in _groups(sub, sel.group):
-            label = sel.label.format(key=key, **fields)
+            label = sel.label.format(key=key, **{k: _tidy(v) for k, v in fields.items()})
             series += _lines(spec, sel, key, part, label)
     return FigureData("line", spec.title, spec.x_title or spec.x, spec.y_title or spec.key,
                       spec.caption, spec.log_x, spec.log_y, series, list(spec.markers),
                       list(spec.hlines))
+
+
+def _tidy(v: Any) -> Any:
+    """An integral float read back from a frame column with gaps (1.0) shown as 1."""
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v.item() if hasattr(v, "item") else v
 
 
 def _groups(results: Any, group: str | tuple[str, ...] | None

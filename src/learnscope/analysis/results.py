@@ -75,10 +75,15 @@ class Results:
         return Results(frames=(trials, records))
 
     def axis(self, name: str) -> list[Any]:
-        """The distinct values of spec field ``name`` (sorted; missing values dropped)."""
-        if name not in self.trials.columns:
+        """The distinct values of field ``name`` (a spec field, else a record field; sorted,
+        missing values dropped)."""
+        if name in self.trials.columns:
+            column = self.trials[name]
+        elif name in self._records.columns:
+            column = self._records[name]
+        else:
             return []
-        return sorted(v for v in self.trials[name].dropna().unique())
+        return sorted(v for v in column.dropna().unique())
 
     def statuses(self) -> list[str]:
         return list(self.trials["status"])
@@ -93,9 +98,7 @@ class Results:
         if rows.empty:
             return pd.Series(math.nan, index=self.trials.index, dtype=float)
         rows = rows.sort_values("step", kind="stable")
-        by = rows.groupby("trial", sort=False)["value"]
-        agg = {"final": by.last, "first": by.first, "max": by.max, "min": by.min,
-               "mean": by.mean}[stat]()
+        agg = _aggregate(rows.groupby("trial", sort=False)["value"], stat)
         return agg.reindex(self.trials.index).astype(float)
 
     def values(self, key: str, stat: str = "final") -> np.ndarray:
@@ -111,15 +114,21 @@ class Results:
 
     # -- curves -----------------------------------------------------------------------------
     def curve(self, key: str, x: str, stat: str = "final", *, name: str | None = None) -> Curve:
-        """Median and quartiles of ``key`` (one number per trial, by ``stat``) at each value of
-        spec field ``x``, over all other selected trials (e.g. the seeds)."""
-        values = self.per_trial(key, stat)
-        if x not in self.trials.columns:
-            raise ValueError(f"no spec field {x!r}; known: {sorted(self.trials.columns)}")
+        """Median and quartiles of ``key`` at each value of field ``x``, over all other selected
+        trials (e.g. the seeds). ``x`` is a spec field (each trial gives one number, by
+        ``stat``) or a record field such as ``layer`` (each trial gives one number per value)."""
         groups: dict[Any, list[float]] = {}
-        for xv, v in zip(self.trials[x], values, strict=True):
-            if not _missing(xv):
+        if x in self.trials.columns and x != "trial":
+            for xv, v in zip(self.trials[x], self.per_trial(key, stat), strict=True):
+                if not _missing(xv):
+                    groups.setdefault(xv, []).append(float(v))
+        elif x in self._records.columns:
+            rows = self._records[self._records["key"] == key].sort_values("step", kind="stable")
+            for (xv, _trial), v in _aggregate(rows.groupby([x, "trial"])["value"], stat).items():
                 groups.setdefault(xv, []).append(float(v))
+        else:
+            known = sorted(set(self.trials.columns) | set(self._records.columns))
+            raise ValueError(f"no field {x!r} in these results; known: {known}")
         return Curve.from_groups(groups, x, name or key)
 
     def over_time(self, key: str, *, name: str | None = None) -> Curve:
@@ -131,8 +140,9 @@ class Results:
     def matrix(self, key: str, rows: str, cols: str = "step"
                ) -> tuple[list[Any], list[Any], np.ndarray]:
         """Median of ``key`` over the selected trials for each (row, column) pair of record
-        fields, e.g. ``matrix("cka", rows="layer")`` for a layer-by-step heat map."""
-        data = self._records[self._records["key"] == key]
+        or spec fields, e.g. ``matrix("cka", rows="layer")`` for a layer-by-step heat map."""
+        data = self.records
+        data = data[data["key"] == key]
         if data.empty:
             return [], [], np.zeros((0, 0))
         table = data.pivot_table(index=rows, columns=cols, values="value", aggfunc="median",
@@ -148,6 +158,13 @@ class Results:
             if g is not None:
                 yield (spec.to_dict(), [int(s) for s in g["step"]],
                        [float(v) for v in g["value"]])
+
+
+def _aggregate(by: Any, stat: str) -> pd.Series:
+    if stat not in STATS:
+        raise ValueError(f"stat must be one of {STATS}, got {stat!r}")
+    return {"final": by.last, "first": by.first, "max": by.max, "min": by.min,
+            "mean": by.mean}[stat]()
 
 
 def _matches(column: pd.Series, want: Any) -> pd.Series:

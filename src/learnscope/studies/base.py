@@ -140,6 +140,9 @@ class Study(Generic[Cfg]):
     Config: ClassVar[type[StudyConfig]]
     quick: ClassVar[dict[str, Any]] = {}
     """Overrides that make the ``--quick`` size (under a minute on 2 cores)."""
+    tiny: ClassVar[dict[str, Any]] = {}
+    """Overrides applied on top of ``quick`` for the test suite's end-to-end smoke run (a few
+    seconds: proves the pipeline, its claims mean nothing)."""
 
     # -- what a study declares --------------------------------------------------------------
     def parts(self, cfg: Cfg) -> list[Part]:

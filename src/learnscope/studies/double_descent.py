@@ -101,6 +101,9 @@ class DoubleDescent(Study[DoubleDescentConfig]):
         "mlp_widths": [4, 16, 64, 256], "mlp_epochs": 100, "mlp_seeds": 1,
     }
 
+    tiny = {"seeds": 2, "mlp_widths": [4, 16], "mlp_epochs": 3, "mlp_n_train": 200,
+            "mlp_n_test": 200}
+
     def parts(self, cfg: DoubleDescentConfig) -> list[Part]:
         seeds = cfg.seed_list()
         parts = [

@@ -75,6 +75,8 @@ class RandomLabels(Study[RandomLabelsConfig]):
     Config = RandomLabelsConfig
     quick = {"seeds": 2, "noise_levels": [0.0, 1.0], "max_epochs": 800}
 
+    tiny = {"seeds": 1, "hidden": 32, "n_train": 200, "max_epochs": 20}
+
     def parts(self, cfg: RandomLabelsConfig) -> list[Part]:
         seeds = cfg.seed_list()
         parts = [part("labels", train_labels, batch_by=["seed"], noise=sorted(cfg.noise_levels),
