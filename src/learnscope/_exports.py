@@ -48,19 +48,23 @@ def _literal_all(source: str) -> list[str]:
 
 def lazy_namespace(package: str, path: Iterable[str], namespace: dict[str, Any]
                    ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """Module-level ``__getattr__`` and ``__dir__`` for a package (PEP 562). The exports are
-    read once, on the first lookup; ``__all__`` is provided the same way."""
-    cache: dict[str, str] = {}
+    """Module-level ``__getattr__`` and ``__dir__`` for a package (PEP 562); ``__all__`` is
+    provided the same way.
 
-    def exports() -> dict[str, str]:
-        if not cache:
-            cache.update(module_exports(package, path))
-        return cache
+    A name exported by the module of the same name (``measures.svcca.svcca``) is bound now:
+    importing that module sets the package attribute to the module, which would otherwise
+    hide the function. (So ``import learnscope.measures.svcca as m`` gives the function;
+    ``from learnscope.measures.svcca import ...`` works as usual.)
+    """
+    exports = module_exports(package, path)
+    for name, module in exports.items():
+        if module == f"{package}.{name}":
+            namespace[name] = getattr(importlib.import_module(module), name)
 
     def getattr_(name: str) -> Any:
         if name == "__all__":
-            return sorted(exports())
-        module = exports().get(name)
+            return sorted(exports)
+        module = exports.get(name)
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         value = getattr(importlib.import_module(module), name)
@@ -68,6 +72,6 @@ def lazy_namespace(package: str, path: Iterable[str], namespace: dict[str, Any]
         return value
 
     def dir_() -> list[str]:
-        return sorted(set(namespace) | set(exports()))
+        return sorted(set(namespace) | set(exports))
 
     return getattr_, dir_

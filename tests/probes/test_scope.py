@@ -203,3 +203,44 @@ def test_tensorboard_exporter(tmp_path):
     acc.Reload()
     events = acc.Scalars("weight_spectrum/stable_rank/layer=0")
     assert [e.step for e in events] == [0, 2, 4]
+
+
+class Failing(Probe):
+    """Raises from the second measurement on."""
+
+    name = "failing"
+
+    def __init__(self):
+        self.schedule = every(2)
+
+    def measure(self, ctx):
+        if ctx.step > 0:
+            raise FloatingPointError("the spectrum diverged")
+        return [Record("fine", 1.0)]
+
+
+def test_failed_probe_is_in_result_and_report(tmp_path):
+    net, x, y = _model()
+    scope = Scope(net, [Failing(), WeightSpectrumProbe(every(2))], data=(x, y), out=tmp_path,
+                  name="mlp")
+    with pytest.warns(RuntimeWarning, match="'failing' failed"):
+        _train(net, x, y, 6, scope)
+    scope.close()
+    result = json.loads((scope.run_dir / "result.json").read_text())
+    assert result["status"] == "finished"
+    assert result["failed_probes"] == {"failing": "FloatingPointError: the spectrum diverged"}
+    html = (scope.run_dir / "report.html").read_text()
+    assert "failing: failed and switched off" in html and "the spectrum diverged" in html
+    with RunStore(tmp_path) as store:
+        stored = store.load_records(scope.run_id)
+    assert [(r.key, r.step) for r in stored if r.probe == "failing"] == [
+        ("fine", 0), ("probe_failed", 2)]
+    assert max(r.step for r in stored if r.probe == "weight_spectrum") == 6
+
+
+def test_bad_configuration_creates_no_run(tmp_path):
+    net, x, y = _model()
+    with pytest.raises(ValueError, match="no module named"):
+        Scope(net, [Recorder(every(1), ["nope"])], data=(x, y), out=tmp_path)
+    with RunStore(tmp_path) as store:
+        assert store.list_runs() == []

@@ -35,12 +35,14 @@ from torch import nn
 __all__ = [
     "MPFit",
     "PowerLawFit",
+    "WeightSpectrum",
     "distance_from_init",
     "effective_rank",
     "esd",
     "marchenko_pastur_fit",
     "power_law_alpha",
     "stable_rank",
+    "weight_spectrum",
 ]
 
 

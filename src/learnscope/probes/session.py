@@ -128,7 +128,12 @@ class ProbeSession:
         if not self._closed:
             self._closed = True
             if final:
-                self._run(self._active(), final=True)
+                # No capture pass for probes whose final state is already measured.
+                self._run([p for label, p in zip(self.labels, self.probes, strict=True)
+                           if label not in self.failed and (
+                               type(p).finish is not Probe.finish
+                               or self._measured_at.get(label) != self.step_count)],
+                          final=True)
         return self.records
 
     def due_at_step(self, step: int) -> bool:
@@ -221,9 +226,7 @@ class ProbeSession:
             return p.measure(ctx)
         if type(p).finish is not Probe.finish:
             return p.finish(ctx)
-        if self._measured_at.get(label) != ctx.step:
-            return p.measure(ctx)  # by default the final state is measured once more
-        return []
+        return p.measure(ctx)  # by default the final state is measured once more
 
     def _fail(self, label: str, error: Exception, phase: str) -> None:
         message = f"{type(error).__name__}: {error}"

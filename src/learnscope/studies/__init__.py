@@ -109,11 +109,12 @@ def get_study(name: str) -> Study:
         known = ", ".join(infos)
         raise LearnscopeError(f"unknown study '{name}'; known studies: {known}")
     if info.origin == "builtin":
-        _import(info.module, f"study '{name}': module {info.module}")
-        if name not in _REGISTRY:
-            raise LearnscopeError(f"study '{name}': module {info.module} did not register it "
-                                  "(its @register class sets another name at import)")
-        return _REGISTRY[name]()
+        module = _import(info.module, f"study '{name}': module {info.module}")
+        cls = getattr(module, info.class_name, None)
+        if getattr(cls, "name", None) != name:
+            raise LearnscopeError(f"study '{name}': module {info.module} has no class "
+                                  f"{info.class_name} named {name!r} once imported")
+        return register(cls)()
     return _load_entry_point(name, info)
 
 

@@ -1,0 +1,219 @@
+"""ProbeSession: in memory, one shared capture pass per step, due checks, scalars, and a
+probe that raises during training does not end it."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from learnscope.probes import (
+    GradientStatsProbe,
+    Probe,
+    ProbeSession,
+    WeightSpectrumProbe,
+    at_end,
+    every,
+    log_spaced,
+    per_epoch,
+)
+from learnscope.store import Record
+from learnscope.testing import assert_model_unchanged, snapshot_model
+
+
+class CountingNet(nn.Sequential):
+    """A small MLP that counts its eval-mode forward passes (the capture passes)."""
+
+    def __init__(self) -> None:
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            super().__init__(nn.Linear(5, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3))
+        self.eval_forwards = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            self.eval_forwards += 1
+        return super().forward(x)
+
+
+class Seen(Probe):
+    """Records the mean of layer "1" and what the context held."""
+
+    name = "seen"
+    cost = "forward"
+    needs_activations = True
+
+    def __init__(self, schedule=None):
+        self.schedule = schedule or every(1)
+        self.contexts = []
+
+    def layers(self, model):
+        return ["1"]
+
+    def measure(self, ctx):
+        self.contexts.append((ctx.step, ctx.loss, dict(ctx.scalars)))
+        return [Record("mean_act", float(ctx.activations["1"].mean()))]
+
+
+class Exploding(Probe):
+    """Raises at the step given (and in finish when ``in_finish``)."""
+
+    name = "exploding"
+
+    def __init__(self, at_step=None, in_finish=False):
+        self.schedule = every(1)
+        self.at_step, self.in_finish = at_step, in_finish
+        self.calls = 0
+
+    def measure(self, ctx):
+        self.calls += 1
+        if ctx.step == self.at_step:
+            raise RuntimeError(f"boom at {ctx.step}")
+        return [Record("ok", 1.0)]
+
+    def finish(self, ctx):
+        if self.in_finish:
+            raise ValueError("boom in finish")
+        return self.measure(ctx)
+
+
+X = torch.randn(32, 5, generator=torch.Generator().manual_seed(1))
+Y = torch.randint(0, 3, (32,), generator=torch.Generator().manual_seed(2))
+
+
+def train(net, session=None, steps=8, scalars=False):
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    torch.manual_seed(0)  # dropout masks
+    for t in range(steps):
+        idx = torch.arange(8) + (t % 4) * 8
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(net(X[idx]), Y[idx])
+        loss.backward()
+        opt.step()
+        if session is not None:
+            session.step(loss, **({"lr": 0.1, "t": float(t)} if scalars else {}))
+            if (t + 1) % 4 == 0:
+                session.epoch()
+    return net
+
+
+def test_one_shared_capture_pass_per_step():
+    net = CountingNet()
+    probes = [Seen(every(2)), Seen(every(2)), GradientStatsProbe(schedule=every(2))]
+    session = ProbeSession(net, probes, data=(X, Y))
+    assert net.eval_forwards == 1  # step 0: both forward probes, one pass
+    train(net, session, steps=6)
+    assert net.eval_forwards == 1 + 3  # steps 2, 4, 6
+    records = session.close()
+    assert net.eval_forwards == 4  # step 6 was measured already: no final pass
+    assert records is session.records
+    assert session.labels == ["seen", "seen-2", "gradient_stats"]
+    by_label = {label: sorted({r.step for r in records if r.probe == label})
+                for label in session.labels}
+    assert by_label == {"seen": [0, 2, 4, 6], "seen-2": [0, 2, 4, 6],
+                        "gradient_stats": [2, 4, 6]}
+    assert set(session.timings) == {"seen", "seen-2", "gradient_stats", "capture"}
+
+
+def test_loss_and_scalars_reach_probes_and_records():
+    net = CountingNet()
+    seen = Seen(every(3))
+    session = ProbeSession(net, [seen], data=(X, Y))
+    train(net, session, steps=6, scalars=True)
+    session.close()
+    step, loss, scalars = seen.contexts[-1]
+    assert step == 6 and isinstance(loss, float) and scalars == {"lr": 0.1, "t": 5.0}
+    lr = [r for r in session.records if r.key == "lr"]
+    assert [r.step for r in lr] == list(range(1, 7)) and {r.probe for r in lr} == {"scalars"}
+    assert [r.meta["epoch"] for r in lr] == [0, 0, 0, 0, 1, 1]
+
+
+def test_due_at_step_and_epoch_follow_the_schedules():
+    net = CountingNet()
+    session = ProbeSession(net, [Seen(every(5)), WeightSpectrumProbe(log_spaced(1))],
+                           data=(X, Y))
+    due = [t for t in range(1, 31) if session.due_at_step(t)]
+    assert due == [1, 5, 10, 15, 20, 25, 30]  # every 5, and 1, 10 (one per decade)
+    assert not any(session.due_at_epoch(e) for e in range(1, 5))
+    per = ProbeSession(net, [Seen(per_epoch(2)), Seen(at_end())], data=(X, Y))
+    assert [e for e in range(1, 7) if per.due_at_epoch(e)] == [2, 4, 6]
+    assert not any(per.due_at_step(t) for t in range(1, 50))
+
+
+def test_a_probe_that_raises_is_recorded_and_switched_off():
+    plain = train(CountingNet(), steps=8)
+    plain_rng = torch.get_rng_state()
+    net = CountingNet()
+    exploding, seen = Exploding(at_step=3), Seen(every(1))
+    session = ProbeSession(net, [exploding, seen, GradientStatsProbe(schedule=every(2))],
+                           data=(X, Y))
+    with pytest.warns(RuntimeWarning, match="'exploding' failed in measure at step 3"):
+        train(net, session, steps=8)
+    records = session.close()
+    assert torch.equal(torch.get_rng_state(), plain_rng)
+    (failed,) = [r for r in records if r.key == "probe_failed"]
+    assert failed.probe == "exploding" and failed.step == 3 and math.isnan(failed.value)
+    assert failed.meta["error"] == "RuntimeError: boom at 3" and failed.meta["phase"] == "measure"
+    assert session.failed == {"exploding": "RuntimeError: boom at 3"}
+    assert exploding.calls == 4  # steps 0..3, then switched off (no final call either)
+    assert sorted({r.step for r in records if r.probe == "seen"}) == list(range(9))
+    assert {r.step for r in records if r.probe == "gradient_stats"} == {2, 4, 6, 8}
+    # The training is the same as without probes, bit for bit, and the global RNG too.
+    for a, b in zip(plain.state_dict().values(), net.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert all(not m._forward_hooks for m in net.modules())
+
+
+def test_a_probe_that_raises_in_finish_leaves_the_others():
+    net = CountingNet()
+    session = ProbeSession(net, [Exploding(in_finish=True), Seen(every(100))], data=(X, Y))
+    train(net, session, steps=3)
+    with pytest.warns(RuntimeWarning, match="failed in finish"):
+        records = session.close()
+    assert [r.step for r in records if r.probe == "seen"] == [0, 3]
+    (failed,) = [r for r in records if r.key == "probe_failed"]
+    assert failed.meta == {"error": "ValueError: boom in finish", "phase": "finish", "epoch": 0}
+
+
+def test_a_failing_capture_pass_fails_only_the_forward_probes():
+    net = CountingNet()
+    session = ProbeSession(net, [Seen(every(1)), GradientStatsProbe(schedule=every(1))],
+                           data=(X, Y))
+    train(net, session, steps=2)
+    session.inputs = torch.randn(32, 7)  # the model cannot take these: its forward raises
+    with pytest.warns(RuntimeWarning, match="'seen' failed in capture pass"):
+        train(net, session, steps=1)
+    session.close()
+    assert "seen" in session.failed and "gradient_stats" not in session.failed
+    assert max(r.step for r in session.records if r.probe == "gradient_stats") == 3
+    assert all(not m._forward_hooks for m in net.modules())
+
+
+def test_errors_when_the_session_starts_raise():
+    net = CountingNet()
+    with pytest.raises(RuntimeError, match="boom at 0"):
+        ProbeSession(net, [Exploding(at_step=0)], data=(X, Y))
+    with pytest.raises(ValueError, match="no module named 'nope'"):
+        ProbeSession(net, [GradientStatsProbe(), type("L", (Seen,), {
+            "layers": lambda self, model: ["nope"]})()], data=(X, Y))
+    probe = Seen()
+    with pytest.raises(ValueError, match="twice"):
+        ProbeSession(net, [probe, probe], data=(X, Y))
+    with pytest.raises(TypeError, match="Probe instances"):
+        ProbeSession(net, ["grad"], data=(X, Y))
+    assert all(not m._forward_hooks for m in net.modules())
+
+
+def test_close_without_final_measurements_and_no_side_effects():
+    net = CountingNet()
+    net.train()
+    snap = snapshot_model(net)
+    session = ProbeSession(net, [Seen(every(100))], data=(X, Y))
+    assert_model_unchanged(net, snap)
+    assert session.close(final=False) == session.records  # only step 0
+    assert [r.step for r in session.records] == [0]
+    assert session.closed and session.close() == session.records
+    with pytest.raises(RuntimeError, match="closed"):
+        session.step()
+    with pytest.raises(RuntimeError, match="closed"):
+        session.epoch()
