@@ -5,7 +5,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-all lint bench clean
+.PHONY: setup demo test test-verdicts test-all lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -20,6 +20,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# Every study's --quick verdict (slow tests), in parallel over the cores.
+test-verdicts: setup
+	$(BIN)/python -m pytest -q -m slow -n 2 tests/test_studies_e2e.py -k "quick"
 
 test-all: setup
 	$(BIN)/python -m pytest -q -m "slow or not slow"
