@@ -218,10 +218,10 @@ def bucket_widths(widths: Sequence[int | Sequence[int]], *, method: str = "flops
 # the trainer
 
 
-def _with_ones(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def _with_ones(x: torch.Tensor, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """Flattened inputs with a constant-1 feature appended (the first layer's bias input)."""
-    x = x.reshape(len(x), -1).to(dtype)
-    return torch.cat([x, torch.ones(len(x), 1, dtype=dtype)], 1).contiguous()
+    x = x.reshape(len(x), -1).to(device=device, dtype=dtype)
+    return torch.cat([x, torch.ones(len(x), 1, dtype=dtype, device=device)], 1).contiguous()
 
 
 def _blocks(t: torch.Tensor, b: int) -> list[torch.Tensor]:
@@ -257,7 +257,8 @@ class _Buffers:
         self.zy = view("zy", K, 1, b)
         self.lv = view("lv", K, 1, b)
         # its own tensor: the views of the other buffers are rewritten at every step, this not
-        self.neg = torch.full((K, 1, b), -1.0 / b, dtype=store["e"].dtype)
+        self.neg = torch.full((K, 1, b), -1.0 / b, dtype=store["e"].dtype,
+                              device=store["e"].device)
         self.loss = view("loss", K)
 
 
@@ -268,7 +269,9 @@ class BatchedTrainer:
     mean what they mean in :func:`~learnscope.train.loop.train_classifier` (``lr`` is the default
     for specs without their own; ``betas``/``eps`` are Adam's; ``stop_at_train_acc`` the default
     for specs without their own). Hidden widths may differ and are zero-padded to the widest.
-    ``dtype`` is the compute dtype (float32 or float64); inputs are cast to it.
+    ``dtype`` is the compute dtype (float32 or float64); inputs are cast to it. ``device`` holds
+    parameters, optimizer state, work buffers and data; the batch-order generators stay on the
+    CPU (the same batches on every device) and each epoch's indices are moved once.
 
     >>> from learnscope.data import digits
     >>> d = digits(200, seed=0)
@@ -284,7 +287,8 @@ class BatchedTrainer:
                  momentum: float = 0.9, weight_decay: float = 0.0,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  batch_size: int = 100, stop_at_train_acc: float | None = None,
-                 dtype: torch.dtype = torch.float32, eval_batch_size: int = 4096) -> None:
+                 dtype: torch.dtype = torch.float32, eval_batch_size: int = 4096,
+                 device: torch.device | str = "cpu") -> None:
         specs = list(specs)
         if not specs:
             raise ValueError("BatchedTrainer needs at least one ModelSpec")
@@ -308,6 +312,7 @@ class BatchedTrainer:
         self.momentum, self.weight_decay = float(momentum), float(weight_decay)
         self.betas, self.eps = (float(betas[0]), float(betas[1])), float(eps)
         self.batch_size, self.dtype, self.eval_batch_size = int(batch_size), dtype, eval_batch_size
+        self.device = torch.device(device)
         self.sizes = [max(col) for col in zip(*(s.sizes for s in specs), strict=True)]
         """The padded sizes ``[in, max h1, ..., out]`` shared by the stack."""
         self.results = [TrainResult() for _ in specs]
@@ -317,9 +322,10 @@ class BatchedTrainer:
 
         K = len(specs)
         n = len(data.x_train)
-        self._x = _with_ones(data.x_train, dtype)
-        self._x_test = _with_ones(data.x_test, dtype)
-        self._y_test = data.y_test.long()
+        dev = self.device
+        self._x = _with_ones(data.x_train, dtype, dev)
+        self._x_test = _with_ones(data.x_test, dtype, dev)
+        self._y_test = data.y_test.long().to(dev)
         labels, masks, subsets = [], [], []
         for spec in specs:
             y, noisy = _labels_and_mask(data, spec)
@@ -343,6 +349,8 @@ class BatchedTrainer:
         else:
             self._y_fit = torch.gather(self._y, 1, self._subset)
             self._noisy = torch.stack([m[s] for m, s in zip(masks, self._subset, strict=True)])
+            self._subset = self._subset.to(dev)
+        self._y, self._y_fit, self._noisy = self._y.to(dev), self._y_fit.to(dev), self._noisy.to(dev)
 
         self.active = list(range(K))
         """Indices (into ``specs``) of the models still training, in stack order."""
@@ -355,7 +363,7 @@ class BatchedTrainer:
         # this epoch's batches, step-major: (example indices (K, b), labels (K, 1, b))
         self._epoch_idx: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._pos = 0
-        self._loss_sum = torch.zeros(K, dtype=torch.float64)
+        self._loss_sum = torch.zeros(K, dtype=torch.float64, device=dev)
         self._build_state(self._initial_parameters())
         self._opt_state_init()
 
@@ -424,21 +432,22 @@ class BatchedTrainer:
         K = params[0].shape[0]
         self.K = K
         total = self._numel(K)
-        self._flat = torch.empty(total, dtype=self.dtype)
+        dev = self.device
+        self._flat = torch.empty(total, dtype=self.dtype, device=dev)
         self.params, self._first = self._layout(self._flat, K)
         """Stacked parameters ``[W0, b0, W1, b1, ...]`` of the active models (see module doc)."""
         for dst, src in zip(self.params, params, strict=True):
             dst.copy_(src)
-        self._gflat = torch.zeros(total, dtype=self.dtype)
+        self._gflat = torch.zeros(total, dtype=self.dtype, device=dev)
         self.grads, self._gfirst = self._layout(self._gflat, K)
         self._pT = [p.transpose(1, 2) for p in self.params]
-        lr_full = torch.empty(total, dtype=self.dtype)
-        lrs = torch.tensor(self._lrs, dtype=self.dtype).view(K, 1, 1)
+        lr_full = torch.empty(total, dtype=self.dtype, device=dev)
+        lrs = torch.tensor(self._lrs, dtype=self.dtype, device=dev).view(K, 1, 1)
         for v in self._views(lr_full, K):
             v.copy_(lrs.expand_as(v))
         self._lr_full = lr_full
         self._lr_scalar = self._lrs[0] if len(set(self._lrs)) == 1 else None
-        self._tmp = torch.empty(total, dtype=self.dtype)
+        self._tmp = torch.empty(total, dtype=self.dtype, device=dev)
         self._store: dict[str, torch.Tensor] = {}
         self._buffers: dict[int, _Buffers] = {}
         B, s = self.batch_size, self.sizes
@@ -447,15 +456,15 @@ class BatchedTrainer:
         for li in range(len(s) - 2):
             need[f"a{li}"] = need[f"da{li}"] = K * B * s[li + 1]
         for name, numel in need.items():
-            self._store[name] = torch.empty(numel, dtype=self.dtype)
+            self._store[name] = torch.empty(numel, dtype=self.dtype, device=dev)
 
     def _opt_state_init(self) -> None:
         total = self._flat.numel()
         if self.optimizer == "sgd":
-            self._buf = torch.zeros(total, dtype=self.dtype)
+            self._buf = torch.zeros(total, dtype=self.dtype, device=self.device)
         else:
-            self._exp_avg = torch.zeros(total, dtype=self.dtype)
-            self._exp_avg_sq = torch.zeros(total, dtype=self.dtype)
+            self._exp_avg = torch.zeros(total, dtype=self.dtype, device=self.device)
+            self._exp_avg_sq = torch.zeros(total, dtype=self.dtype, device=self.device)
 
     def _bufs(self, b: int) -> _Buffers:
         if b not in self._buffers:
@@ -469,7 +478,7 @@ class BatchedTrainer:
             self._final[self.active[pos]] = [p[pos].clone() for p in self.params]
         keep_pos = [p for p in range(self.K) if p not in drop]
         self.active = [self.active[p] for p in keep_pos]
-        keep = torch.tensor(keep_pos, dtype=torch.long)
+        keep = torch.tensor(keep_pos, dtype=torch.long, device=self.device)
         if not keep_pos:
             self.K = 0
             return
@@ -499,7 +508,7 @@ class BatchedTrainer:
 
     def _new_epoch(self) -> None:
         m, B = self.n_train, self.batch_size
-        perms = torch.stack([torch.randperm(m, generator=g) for g in self._gens])
+        perms = torch.stack([torch.randperm(m, generator=g) for g in self._gens]).to(self.device)
         if self._subset is not None:
             perms = torch.gather(self._subset, 1, perms)
         labels = torch.gather(self._y, 1, perms)
@@ -547,7 +556,8 @@ class BatchedTrainer:
             bad = [k for k in range(K) if not math.isfinite(float(bf.loss[k]))]
             for pos in bad:
                 self.results[self.active[pos]].diverged = True
-            keep = torch.tensor([k for k in range(K) if k not in bad], dtype=torch.long)
+            keep = torch.tensor([k for k in range(K) if k not in bad], dtype=torch.long,
+                                device=self.device)
             self._retire(bad)
             if self.K:
                 self._step(idx.index_select(0, keep), y.index_select(0, keep))
@@ -683,14 +693,15 @@ class BatchedTrainer:
         """End-of-epoch logs of the active models (train accuracy on each model's labels)."""
         K, c = self.K, self._eval_chunk()
         # train set: the model's own (subset of) examples and labels
-        hits = torch.empty(K, self.n_train, dtype=torch.bool)
+        dev = self.device
+        hits = torch.empty(K, self.n_train, dtype=torch.bool, device=dev)
         for i in range(0, self.n_train, c):
             j = min(i + c, self.n_train)
             z = self._eval_logits(self._x, self._subset, i, j)
             torch.eq(z.argmax(1), self._y_fit[:, i:j], out=hits[:, i:j])
         n_test = len(self._x_test)
-        test_hits = torch.empty(K, n_test, dtype=torch.bool)
-        test_loss = torch.zeros(K, dtype=self.dtype)
+        test_hits = torch.empty(K, n_test, dtype=torch.bool, device=dev)
+        test_loss = torch.zeros(K, dtype=self.dtype, device=dev)
         for i in range(0, n_test, c):
             j = min(i + c, n_test)
             z = self._eval_logits(self._x_test, None, i, j)
@@ -702,7 +713,7 @@ class BatchedTrainer:
         f_hits, f_test = hits.float(), test_hits.float()
         noisy = self._noisy
         train_acc = f_hits.mean(1)
-        test_acc = f_test.mean(1) if n_test else torch.full((K,), math.nan)
+        test_acc = f_test.mean(1) if n_test else torch.full((K,), math.nan, device=dev)
         clean_n, noisy_n = (~noisy).sum(1), noisy.sum(1)
         clean_fit = (f_hits * ~noisy).sum(1) / clean_n.float()
         noisy_fit = (f_hits * noisy).sum(1) / noisy_n.float()
@@ -732,7 +743,8 @@ class BatchedTrainer:
 
     @torch.no_grad()
     def export(self, k: int) -> nn.Sequential:
-        """Model ``k``'s current weights as an ``nn.Sequential`` shaped like ``mlp(sizes_k)``."""
+        """Model ``k``'s current weights as an ``nn.Sequential`` shaped like ``mlp(sizes_k)``
+        (on the trainer's device)."""
         spec = self.specs[k]
         params = self.padded_parameters(k)
         net = mlp(spec.sizes, activation=self.activation, seed=spec.seed).to(self.dtype)
@@ -746,19 +758,20 @@ class BatchedTrainer:
             else:
                 lin.weight.copy_(W[:o, :i])
                 lin.bias.copy_(b[:o, 0])
-        return net
+        return net.to(self.device)
 
 
 def train_models(specs: Sequence[ModelSpec], data: ClassificationData, *,
                  max_epochs: int = 100, bucketing: str = "flops", max_buckets: int = 4,
                  on_epoch: Callable[[int, EpochLog], None] | None = None,
+                 device: torch.device | str = "cpu",
                  **trainer_kwargs: object) -> list[BatchedResult]:
     """Train a list of model specs in a few batched stacks; results in the order of ``specs``.
 
     Specs are grouped by depth, then into width buckets by :func:`bucket_widths` (``bucketing``
     is its ``method``); each bucket is one :class:`BatchedTrainer` (``trainer_kwargs`` are its
-    keyword arguments). Each result carries the trained network in ``.model``;
-    ``on_epoch(k, log)`` receives indices into ``specs``.
+    keyword arguments, ``device`` included). Each result carries the trained network in
+    ``.model`` (on ``device``); ``on_epoch(k, log)`` receives indices into ``specs``.
     """
     specs = list(specs)
     by_depth: dict[int, list[int]] = {}
@@ -770,7 +783,8 @@ def train_models(specs: Sequence[ModelSpec], data: ClassificationData, *,
                                 max_buckets=max_buckets)
         for bucket in buckets:
             idx = [members[j] for j in bucket]
-            trainer = BatchedTrainer([specs[i] for i in idx], data, **trainer_kwargs)
+            trainer = BatchedTrainer([specs[i] for i in idx], data, device=device,
+                                     **trainer_kwargs)
             cb = None
             if on_epoch is not None:
                 def cb(k: int, log: EpochLog, _idx: list[int] = idx) -> None:
