@@ -44,11 +44,9 @@ class Scope:
     """Runs probes on a user's model during training and stores what they measure.
 
     Args:
-        model: the model being trained; it is read, never modified.
-        probes: the probes to run; ``None`` means :func:`learnscope.probes.default_probes`.
-        data: ``(inputs, targets)`` every probe measures on (a fixed held-out batch is
-            typical: e.g. 512 test examples); ``targets`` may be None for probes that do
-            not need them.
+        model, probes, data: as for :class:`~learnscope.probes.session.ProbeSession` (the
+            model is read, never modified; ``probes=None`` is the default set; ``data`` is
+            the ``(inputs, targets)`` batch every probe measures on).
         out: results directory (the same store as studies); ``None`` keeps records in
             memory only (``scope.records``).
         name: the run's name in the store (its folder is ``out/<name>/<run-id>``).

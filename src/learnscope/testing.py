@@ -5,6 +5,8 @@ Useful when writing a probe or a measure (learnscope's own tests use it)::
     snap = snapshot_model(model)
     my_measure(model, x)
     assert_model_unchanged(model, snap)
+
+and that probes did not change training: ``assert_same_model(plain_run, probed_run)``.
 """
 
 from __future__ import annotations
@@ -38,12 +40,23 @@ def snapshot_model(model: nn.Module) -> dict[str, Any]:
 
 def assert_model_unchanged(model: nn.Module, snap: dict[str, Any]) -> None:
     """AssertionError naming the first thing that differs from ``snap``."""
-    now = snapshot_model(model)
+    _assert_same_snapshot(snap, snapshot_model(model), storage=True)
+
+
+def assert_same_model(expected: nn.Module, actual: nn.Module) -> None:
+    """AssertionError naming the first thing in which two models differ: the check that a run
+    with probes attached trained exactly like the same run without (values bit for bit,
+    gradients, flags, hooks left behind; not where the tensors are stored)."""
+    _assert_same_snapshot(snapshot_model(expected), snapshot_model(actual), storage=False)
+
+
+def _assert_same_snapshot(snap: dict[str, Any], now: dict[str, Any], storage: bool) -> None:
     assert now["state"].keys() == snap["state"].keys()
     for k, v in snap["state"].items():
         assert now["state"][k].dtype == v.dtype and now["state"][k].device == v.device, k
         assert torch.equal(now["state"][k], v), k
-    for key in ("ptrs", "training", "requires_grad"):
+    flags = ("ptrs", "training", "requires_grad") if storage else ("training", "requires_grad")
+    for key in flags:
         assert now[key] == snap[key], key
     for k, g in snap["grad"].items():
         if g is None:

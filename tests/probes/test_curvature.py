@@ -16,6 +16,7 @@ from learnscope.probes.base import ProbeContext
 from learnscope.probes.curvature import CurvatureProbe
 from learnscope.probes.schedule import every
 from learnscope.seeding import torch_generator
+from learnscope.testing import assert_same_model
 
 torch.set_num_threads(1)
 
@@ -113,11 +114,8 @@ def test_nonfinite_loss_gives_nan_with_note():
 def test_does_not_change_training():
     ref_model, _, ref_rng = train(None)
     model, _, rng = train([small_probe(schedule=every(1), power_iters=5, trace_samples=2)])
-    for a, b in zip(ref_model.state_dict().values(), model.state_dict().values(), strict=True):
-        assert torch.equal(a, b)
+    assert_same_model(ref_model, model)
     assert torch.equal(rng, ref_rng)
-    for m in model.modules():
-        assert not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
     assert all(p.grad is not None and p.requires_grad for p in model.parameters())
 
 

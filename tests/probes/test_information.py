@@ -12,6 +12,7 @@ from learnscope.models.mlp import mlp
 from learnscope.probes.base import capture, eval_mode
 from learnscope.probes.information import InformationPlaneProbe
 from learnscope.probes.schedule import at_end, every, log_spaced
+from learnscope.testing import assert_same_model
 
 STEPS = 10
 SIZES = [8, 12, 4, 3]
@@ -140,10 +141,7 @@ def test_does_not_change_training():
     _train(model, scope=scope)
     scope.close()
     assert torch.equal(torch.get_rng_state(), rng)
-    for (n, a), (_, b) in zip(ref.state_dict().items(), model.state_dict().items(), strict=True):
-        assert torch.equal(a, b), n
-    assert all(m.training for m in model.modules())
-    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    assert_same_model(ref, model)
 
 
 def test_params_and_bad_args():

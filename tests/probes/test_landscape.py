@@ -25,7 +25,7 @@ from learnscope.probes.landscape import (
     classification_eval,
     interpolation_between,
 )
-from learnscope.testing import assert_model_unchanged, snapshot_model
+from learnscope.testing import assert_model_unchanged, assert_same_model, snapshot_model
 
 torch.set_num_threads(1)
 
@@ -225,8 +225,7 @@ def test_landscape_probes_do_not_change_training():
     model, scope, _ = run([LinearPathProbe(alphas=3), LossSliceProbe(alphas=[0.0, 1.0])])
     scope.close()
     assert torch.equal(torch.get_rng_state(), ref_rng)
-    for a, b in zip(ref.state_dict().values(), model.state_dict().values(), strict=True):
-        assert torch.equal(a, b)
+    assert_same_model(ref, model)
 
 
 def test_loss_slice_bad_args():

@@ -10,6 +10,7 @@ from learnscope import Scope
 from learnscope.measures.ntk import empirical_ntk, ntk_summary
 from learnscope.probes.ntk import NTKProbe
 from learnscope.probes.schedule import at_end, every, log_spaced
+from learnscope.testing import assert_same_model
 
 STEPS = 10
 
@@ -137,13 +138,8 @@ def test_does_not_change_training():
     model, rng = run(True)
     assert torch.equal(torch.get_rng_state(), outer)
     assert torch.equal(rng, ref_rng)  # the probe draws no random numbers (dropout is off)
-    for (n, a), (_, b) in zip(ref.state_dict().items(), model.state_dict().items(), strict=True):
-        assert torch.equal(a, b), n  # weights and BatchNorm buffers
-    for (n, a), (_, b) in zip(ref.named_parameters(), model.named_parameters(), strict=True):
-        assert torch.equal(a.grad, b.grad), n
-        assert b.requires_grad
+    assert_same_model(ref, model)  # weights, BatchNorm buffers, gradients, flags, hooks
     assert all(m.training for m in model.modules())
-    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
 def test_non_finite_parameters_give_nan_with_note():

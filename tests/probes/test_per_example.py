@@ -12,6 +12,7 @@ from learnscope import Scope
 from learnscope.measures.per_example import PerExampleTracker
 from learnscope.probes import at_end, every
 from learnscope.probes.per_example import PerExampleProbe
+from learnscope.testing import assert_same_model
 
 torch.set_num_threads(1)
 
@@ -213,13 +214,9 @@ def test_does_not_change_training():
     _train(probed, x, y, scope)
     assert all(m.training for m in probed.modules())
     scope.close()
-    for a, b in zip(plain.state_dict().values(), probed.state_dict().values(), strict=True):
-        assert torch.equal(a, b)  # weights and BatchNorm running stats bit-identical
-    for a, b in zip(plain.parameters(), probed.parameters(), strict=True):
-        assert torch.equal(a.grad, b.grad)
+    assert_same_model(plain, probed)  # weights and BatchNorm running stats bit-identical
     assert [p.requires_grad for p in probed.parameters()] == requires
     assert np.array_equal(np.random.get_state()[1], np_rng)
-    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in probed.modules())
 
 
 def test_bad_args():

@@ -17,6 +17,7 @@ from learnscope.probes import (
     per_epoch,
 )
 from learnscope.store import Record, RunStore
+from learnscope.testing import assert_same_model
 
 
 class Recorder(Probe):
@@ -109,9 +110,7 @@ def test_probes_do_not_change_training():
     assert torch.equal(torch.get_rng_state(), rng)
     _train(probed, x, y, 12, scope)
     scope.close()
-    for a, b in zip(plain.state_dict().values(), probed.state_dict().values(), strict=True):
-        assert torch.equal(a, b)
-    assert all(not m._forward_hooks for m in probed.modules())
+    assert_same_model(plain, probed)
 
 
 def test_hooks_removed_when_loop_raises(tmp_path):

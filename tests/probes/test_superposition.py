@@ -11,6 +11,7 @@ from learnscope import Scope
 from learnscope.measures.superposition import superposition_summary
 from learnscope.probes import every
 from learnscope.probes.superposition import SuperpositionProbe
+from learnscope.testing import assert_same_model
 
 torch.set_num_threads(1)
 
@@ -136,13 +137,9 @@ def test_does_not_change_training():
     assert torch.equal(torch.get_rng_state(), rng)
     _train(probed, 10, scope)
     scope.close()
-    for a, b in zip(plain.state_dict().values(), probed.state_dict().values(), strict=True):
-        assert torch.equal(a, b)
-    for a, b in zip(plain.parameters(), probed.parameters(), strict=True):
-        assert torch.equal(a.grad, b.grad) and a.requires_grad == b.requires_grad
+    assert_same_model(plain, probed)
     assert torch.equal(torch.get_rng_state(), rng)
     assert np.array_equal(np.random.get_state()[1], np_rng)
-    assert all(not m._forward_hooks for m in probed.modules())
 
 
 def test_bad_args():
