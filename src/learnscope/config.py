@@ -51,6 +51,8 @@ class StudyConfig:
 
     seeds: int = param(3, "number of independent seeds (repetitions) of every condition", ge=1)
     seed: int = param(0, "base seed; seed i of a run uses base seed + i", ge=0)
+    device: str = param("cpu", "where models train: cpu, or cuda where a GPU is present",
+                        choices=("cpu", "cuda"))
 
     def check(self) -> None:
         """Cross-field validation; raise ConfigError. Field bounds are checked before this."""
@@ -237,6 +239,11 @@ def build_config(
         _check_bounds(name, values.get(name, f.default), f.metadata)
     cfg = cls(**values)
     cfg.check()
+    if cfg.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("field 'device' is cuda but no CUDA GPU is available here")
     return cfg
 
 
