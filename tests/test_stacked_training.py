@@ -312,6 +312,29 @@ def test_hooks_see_each_model_during_training(fast_path):
     torch.testing.assert_close(out[1], stack.export(1)(xt.to(torch.float64)), rtol=0, atol=1e-12)
 
 
+class _FixedProjectionNet(nn.Module):
+    """A model with a per-seed buffer (a fixed random input projection) and a trained head."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("projection", torch.randn(D, 6, generator=g, dtype=torch.float64))
+        self.head = mlp([6, 8, C], seed=seed)
+
+    def forward(self, x):
+        return self.head(torch.tanh(x @ self.projection))
+
+
+def test_modules_with_buffers():
+    x, y, xt, yt = _classification()
+    _, stack = _check_against_separate(
+        _FixedProjectionNet, [0, 1], 1e-10, loss="ce", optimizer="adam", lrs=[1e-2, 5e-3],
+        wds=[0.0, 0.0], x_train=x, y_by_model=torch.stack([y, y]), x_test=xt, y_test=yt,
+        batch_size=BATCH, epochs=2, eval_every=1)
+    for k in range(2):  # each model keeps its own buffer
+        assert torch.equal(stack.export(k).projection, _FixedProjectionNet(k).projection)
+
+
 def test_validation_errors():
     x, y, _, _ = _classification()
     with pytest.raises(ValueError, match="same architecture"):
