@@ -68,7 +68,7 @@ def test_per_model_and_per_feature_sparsity_are_honoured():
     assert torch.all(x[-1] == 0)  # sparsity 1: never present
     per_feature = torch.tensor([[0.0, 0.8, 1.0]])
     y = sparse_feature_batch(5000, 3, per_feature, generator=_gen(3))
-    assert torch.all(y[0, :, 0] > 0) or int((y[0, :, 0] == 0).sum()) <= 2
+    assert int((y[0, :, 0] == 0).sum()) <= 2  # sparsity 0: present (0 only w.p. 2**-24)
     assert _within_binomial(int((y[0, :, 1] != 0).sum()), 5000, 0.2)
     assert torch.all(y[0, :, 2] == 0)
 
@@ -156,3 +156,24 @@ def test_bad_arguments_are_value_errors(kwargs):
 def test_bad_split_is_a_value_error():
     with pytest.raises(ValueError):
         sparse_feature_set(4, 5, 0.5, seed=0, split="")
+
+
+def test_coupled_models_share_uniforms_and_keep_their_marginals():
+    sparsity = [0.0, 0.5, 0.9]
+    x = sparse_feature_batch(3000, 20, sparsity, generator=_gen(11), coupled=True)
+    assert x.shape == (3, 3000, 20)
+    for k, s in enumerate(sparsity):
+        # Model k gets exactly what a one-sparsity call from the same generator state draws.
+        assert torch.equal(x[k], sparse_feature_batch(3000, 20, s, generator=_gen(11)))
+        assert _within_binomial(int((x[k] != 0).sum()), x[k].numel(), 1.0 - s)
+    assert torch.all(x[0][x[2] != 0] == x[2][x[2] != 0])  # sparser support is a subset
+    assert torch.all((x[1] != 0) | (x[2] == 0))
+    independent = sparse_feature_batch(3000, 20, sparsity, generator=_gen(11))
+    assert not torch.equal(independent[1], x[1])
+
+
+def test_coupled_training_set_matches_single_sparsity_sets():
+    both = sparse_feature_set(30, 6, [0.2, 0.8], seed=3, coupled=True, unit_norm=True)
+    assert torch.equal(both[1], sparse_feature_set(30, 6, 0.8, seed=3, unit_norm=True))
+    assert torch.equal(both[:, :10], sparse_feature_set(10, 6, [0.2, 0.8], seed=3, coupled=True,
+                                                        unit_norm=True))

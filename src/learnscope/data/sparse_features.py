@@ -46,12 +46,19 @@ def feature_importance(n_features: int, decay: float | Sequence[float] | torch.T
 
 def sparse_feature_batch(batch_size: int, n_features: int, sparsity: SparsityLike, *,
                          generator: torch.Generator, unit_norm: bool = False,
+                         coupled: bool = False,
                          dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """A fresh batch of sparse feature vectors drawn from ``generator`` (one call per step).
 
     Each entry is present with probability ``1 - sparsity`` and then ``U[0, 1)``, else 0.
     ``unit_norm`` rescales every non-zero point to norm 1 (Henighan et al. 2023); all-zero
     points stay zero. Shape ``(batch_size, n)`` for one sparsity, else ``(K, batch_size, n)``.
+
+    ``coupled=True`` draws one set of uniforms for all K models (common random numbers): model
+    ``k`` gets exactly the batch a one-sparsity call with ``sparsity[k]`` would have drawn, a
+    sparser model's entries are a subset of a denser one's, and each model's distribution is
+    unchanged. It draws K times fewer random numbers, which matters when data generation is
+    a large part of a training step; use independent draws (the default) across seeds.
 
     >>> g = torch.Generator().manual_seed(0)
     >>> sparse_feature_batch(4, 5, [0.0, 1.0], generator=g).shape
@@ -67,11 +74,15 @@ def sparse_feature_batch(batch_size: int, n_features: int, sparsity: SparsityLik
     k = presence.shape[0] if presence.ndim else 0
     # Points lead so that the first T rows of a larger draw equal a draw of T rows; the last
     # axis holds (presence test, value) so one stream serves both.
-    shape = (b, k, n, 2) if k else (b, n, 2)
+    shape = (b, k, n, 2) if k and not coupled else (b, n, 2)
     u = torch.rand(shape, generator=generator, dtype=dtype)
-    x = torch.where(u[..., 0] < presence.to(dtype), u[..., 1], 0.0)
-    if k:
-        x = x.permute(1, 0, 2)
+    if k and coupled:
+        present = u[..., 0].unsqueeze(0) < presence.to(dtype).unsqueeze(1)  # (K, b, n)
+        x = torch.where(present, u[..., 1].unsqueeze(0), 0.0)
+    else:
+        x = torch.where(u[..., 0] < presence.to(dtype), u[..., 1], 0.0)
+        if k:
+            x = x.permute(1, 0, 2)
     if unit_norm:
         norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
         x = x / torch.where(norm > 0, norm, 1.0)
@@ -79,15 +90,16 @@ def sparse_feature_batch(batch_size: int, n_features: int, sparsity: SparsityLik
 
 
 def sparse_feature_set(n_points: int, n_features: int, sparsity: SparsityLike, *, seed: int,
-                       split: str = "train", unit_norm: bool = False,
+                       split: str = "train", unit_norm: bool = False, coupled: bool = False,
                        dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """A fixed set of ``n_points`` sparse feature vectors, a function of ``(seed, split)``.
 
     For finite-data training (Henighan et al. 2023): ``split`` names independent streams
     (``"train"``, ``"test"``). Sets are nested: the set of ``T`` points is the first ``T``
     points of any larger set with the same arguments, so a sweep over ``T`` adds data rather
-    than redrawing it. The same uniforms serve every sparsity, so at a higher sparsity the
-    present entries are a subset of those at a lower one. Shapes as
+    than redrawing it. Calls that differ only in a (single) sparsity share their uniforms, so
+    at a higher sparsity the present entries are a subset of those at a lower one; with K
+    sparsities in one call, ``coupled=True`` does the same across the K models. Shapes as
     :func:`sparse_feature_batch`.
 
     >>> a = sparse_feature_set(3, 4, 0.5, seed=0)
@@ -98,7 +110,7 @@ def sparse_feature_set(n_points: int, n_features: int, sparsity: SparsityLike, *
         raise ValueError(f"split must be a non-empty name, got {split!r}")
     generator = torch_generator(int(seed), "sparse-feature-set", split)
     return sparse_feature_batch(n_points, n_features, sparsity, generator=generator,
-                                unit_norm=unit_norm, dtype=dtype)
+                                unit_norm=unit_norm, coupled=coupled, dtype=dtype)
 
 
 def _positive_int(value: object, name: str) -> int:
