@@ -21,8 +21,9 @@ models share no parameters, so the sum separates exactly), and it lands in one f
 buffer; SGD (momentum), Adam and AdamW then update all parameters of all models with a handful
 of element-wise operations, exactly as ``torch.optim`` computes them (per-model learning rates
 and weight decays are flat tensors broadcast over each model's block). In float64 the trained
-weights equal K separate ``train_model`` runs to ~1e-13; in float32 they agree to the rounding
-of a different summation order (see ``tests/test_stacked_training.py`` for measured bounds).
+weights equal K separate ``train_model`` runs to ~1e-16 (measured, every architecture and
+optimizer of ``tests/test_stacked_training.py``); in float32 to the rounding of a different
+summation order (measured at most 2.4e-7 after 50 steps).
 
 **Divergence.** A model whose loss becomes non-finite is marked diverged at that step; the step
 is not applied to it (its weights stay those from before, as in the single-model loop) and from
@@ -475,7 +476,8 @@ class ModelStack:
 
             train_loss, train_acc = self._metrics(params, self.n_train, train_batch)
         else:
-            train_loss = self._online_sum / max(self._online_count, 1)
+            train_loss = (self._online_sum / self._online_count if self._online_count
+                          else torch.full((K,), nan, dtype=torch.float64))
             train_acc = torch.full((K,), nan, dtype=torch.float64)
         test_loss = test_acc = torch.full((K,), nan, dtype=torch.float64)
         if self._x_test is not None and self._y_test is not None and len(self._x_test):
