@@ -142,6 +142,7 @@ WorkersOpt = Annotated[int | None, typer.Option(
     "--workers", help="processes for --executor process/ray (default: one per core)")]
 AddressOpt = Annotated[str | None, typer.Option(
     "--address", help="Ray cluster to join (HOST:PORT or ray://HOST:PORT)")]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="exit 1 when a claim does not hold")]
 
 
 @app.command()
@@ -157,8 +158,7 @@ def run(
     resume: Annotated[bool, typer.Option(
         "--resume", help="continue the newest run with the same config; skip finished trials")
     ] = False,
-    strict: Annotated[bool, typer.Option(
-        "--strict", help="exit 1 when a claim does not hold")] = False,
+    strict: StrictOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="print result.json to stdout")] = False,
     executor: ExecOpt = "local",
     workers: WorkersOpt = None,
@@ -187,8 +187,7 @@ def tour(
     quick: Annotated[bool, typer.Option("--quick", help="the small size of every study")] = False,
     out_dir: OutOpt = Path("runs"),
     resume: Annotated[bool, typer.Option("--resume", help="reuse finished trials")] = False,
-    strict: Annotated[bool, typer.Option(
-        "--strict", help="exit 1 when a claim does not hold")] = False,
+    strict: StrictOpt = False,
     executor: ExecOpt = "local",
     workers: WorkersOpt = None,
     address: AddressOpt = None,
