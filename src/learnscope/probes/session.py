@@ -11,8 +11,11 @@
     records = session.close()          # final measurements; every record
 
 :class:`learnscope.Scope` is a session plus the run store, ``result.json`` and the report.
-A trainer that keeps its weights elsewhere (e.g. K models in one stacked tensor) asks
-:meth:`ProbeSession.due_at_step` first and copies the weights into ``model`` only then.
+A trainer that keeps its weights elsewhere (e.g. K models in one stacked tensor) copies them
+into ``model`` before creating the session (step 0 is measured then) and before
+:meth:`~ProbeSession.close`, and during training only when :meth:`~ProbeSession.due_at_step`
+(or :meth:`~ProbeSession.due_at_epoch`) says a probe will read them; it still calls
+:meth:`~ProbeSession.step` after every optimizer step (that call is cheap when nothing is due).
 
 The model is never changed: probes read parameters and gradients, and activations come from
 ONE shared capture pass per measurement (eval mode, ``torch.no_grad``, hooks always removed,
