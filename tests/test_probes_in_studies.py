@@ -1,8 +1,6 @@
 """Probes inside a stack of models: each of the K models gets the records a probe session would
 write for that model trained alone."""
 
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,8 +10,8 @@ from learnscope.models import mlp
 from learnscope.probes import LayerSimilarityProbe, WeightSpectrumProbe, at_steps
 from learnscope.probes.session import ProbeSession
 from learnscope.seeding import torch_generator
-from learnscope.train.batched import BatchedTrainer, ModelSpec
 from learnscope.train.monitored import train_monitored
+from learnscope.train.stacked import make_stack
 
 N, D, C, BATCH, STEPS = 120, 8, 3, 40, 14  # 3 steps per epoch: epochs are crossed
 SIZES = [D, 16, 16, C]
@@ -56,21 +54,24 @@ def _alone(seed: int, data: ClassificationData) -> list:
     return session.close()
 
 
-def test_each_model_of_a_stack_gets_its_own_records():
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_each_model_of_a_stack_gets_its_own_records(fast_path):
     data = _data()
     seeds = [3, 5]
-    trainer = BatchedTrainer([ModelSpec(SIZES, seed=s) for s in seeds], data, optimizer="sgd",
-                             lr=0.1, momentum=0.9, batch_size=BATCH, dtype=torch.float64)
-    twins = [trainer.export(k) for k in range(len(seeds))]
-    sessions = [ProbeSession(t, _probes(), data=(data.x_test, None)) for t in twins]
+    stack = make_stack(lambda s: mlp(SIZES, seed=s), seeds=seeds, optimizer="sgd", lr=0.1,
+                       momentum=0.9, batch_size=BATCH, x_train=data.x_train,
+                       y_train=data.y_train, dtype=torch.float64, fast_path=fast_path)
+    sessions = [ProbeSession(stack.export(k), _probes(), data=(data.x_test, None))
+                for k in range(len(seeds))]
     loads = []
+    load_into = stack.load_into
 
     def load(k, module):
         loads.append(k)
-        module.load_state_dict(trainer.export(k).state_dict())
+        return load_into(k, module)
 
-    stacked = train_monitored(trainer, sessions, STEPS, steps_per_epoch=math.ceil(N / BATCH),
-                              load=load)
+    stack.load_into = load
+    stacked = train_monitored(stack, sessions, steps=STEPS)
     # weights are copied only where a probe is due (steps 2, 5, 9) and once at the end
     assert len(loads) == len(seeds) * 4
     for seed, records in zip(seeds, stacked, strict=True):

@@ -8,7 +8,7 @@ without label noise only a bump, so these claims are reported but not gating.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING
 
 from learnscope.analysis import Claim, LinePlot, Lines, Results
 from learnscope.analysis.claims import above, at_least, claim
@@ -17,8 +17,12 @@ from learnscope.data import flip_labels, mnist1d
 from learnscope.store.records import Record
 from learnscope.studies.base import Trial, TrialOutput
 
+if TYPE_CHECKING:
+    from learnscope.data.classification import ClassificationData
+    from learnscope.studies.double_descent import DoubleDescentConfig
 
-def mlp_data(cfg: Any, noise: float, seed: int) -> Any:
+
+def mlp_data(cfg: DoubleDescentConfig, noise: float, seed: int) -> ClassificationData:
     """The MNIST-1D subset with ``noise`` of its labels flipped to a different class."""
     # 80/20 split of the generated set: enough samples for the requested test set.
     total = max(5000, math.ceil(cfg.mlp_n_test / 0.2), math.ceil(cfg.mlp_n_train / 0.8))
@@ -27,7 +31,7 @@ def mlp_data(cfg: Any, noise: float, seed: int) -> Any:
     return data.with_train(y_train=y, noisy_mask=mask)
 
 
-def train_widths(cfg: Any, trials: list[Trial]) -> list[TrialOutput]:
+def train_widths(cfg: DoubleDescentConfig, trials: list[Trial]) -> list[TrialOutput]:
     """All widths of one (noise, seed) as stacks of models; one evaluation at the end."""
     from learnscope.train.batched import BatchedTrainer, ModelSpec, bucket_widths
 
@@ -59,7 +63,7 @@ def train_widths(cfg: Any, trials: list[Trial]) -> list[TrialOutput]:
     return outputs
 
 
-def mlp_claims(cfg: Any, results: Results) -> list[Claim]:
+def mlp_claims(cfg: DoubleDescentConfig, results: Results) -> list[Claim]:
     noisy = float(cfg.mlp_label_noise)
     if not len(results) or noisy not in results.axis("noise"):
         return []
@@ -79,7 +83,7 @@ def mlp_claims(cfg: Any, results: Results) -> list[Claim]:
     return claims
 
 
-def mlp_figures(cfg: Any) -> list[LinePlot]:
+def mlp_figures(cfg: DoubleDescentConfig) -> list[LinePlot]:
     if not cfg.mlp_widths:
         return []
     return [LinePlot(

@@ -1,20 +1,22 @@
 """Measure each model of a stack while it trains.
 
-A stacked trainer keeps K models in shared tensors; a probe session (e.g.
-:class:`learnscope.probes.session.ProbeSession`) measures one ordinary ``nn.Module``. Here each
-model k gets a *twin* module and a session over it; model k's weights are copied into its twin
-only at the steps where one of its probes is due, so measuring costs nothing in between. The
-records are the ones a session (or a ``Scope``) would write for model k trained alone.
+A stack (:func:`learnscope.train.stacked.make_stack`) keeps K models in shared tensors; a probe
+session (e.g. :class:`learnscope.probes.session.ProbeSession`) measures one ordinary
+``nn.Module``. Here each model k gets a *twin* module and a session over it; model k's weights are
+copied into its twin only at the steps where one of its probes is due, so measuring costs
+nothing in between. The records are the ones a session (or a ``Scope``) would write for model k
+trained alone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from torch import nn
 
 from learnscope.store.records import Record
+from learnscope.train.stacked import ModelStack
 
 __all__ = ["Monitor", "train_monitored"]
 
@@ -31,25 +33,30 @@ class Monitor(Protocol):
     def close(self) -> list[Record]: ...
 
 
-def train_monitored(trainer: Any, monitors: Sequence[Monitor | None], n_steps: int, *,
-                    steps_per_epoch: int, load: Callable[[int, nn.Module], None]
-                    ) -> list[list[Record]]:
-    """Take ``n_steps`` optimizer steps with ``trainer`` (anything with ``steps(n)``), keeping
-    ``monitors[k]`` (or None) informed of every step and epoch of model k; ``load(k, module)``
-    copies model k's current weights into ``module`` (its monitor's ``model``). Returns each
-    monitor's records after closing it (its final measurements are of the final weights)."""
-    step = 0
+def train_monitored(stack: ModelStack, monitors: Sequence[Monitor | None], *,
+                    steps: int | None = None, epochs: int | None = None,
+                    eval_every: int | None = None) -> list[list[Record]]:
+    """Train ``stack`` (as :meth:`ModelStack.train` does) while ``monitors[k]`` (or None)
+    follows every step and epoch of model k. Returns each monitor's records after closing it
+    (its final measurements are of the final weights)."""
+    if len(monitors) != stack.K:
+        raise ValueError(f"{len(monitors)} monitors for a stack of {stack.K} models")
     live = [(k, m) for k, m in enumerate(monitors) if m is not None]
-    while step < n_steps:
-        trainer.steps(1)
-        step += 1
-        epoch_end = step % steps_per_epoch == 0
+    spe = stack.steps_per_epoch
+
+    def on_step(step: int, st: ModelStack) -> None:
+        epoch_end = spe is not None and step % spe == 0
         for k, m in live:
-            if m.due_at_step(step) or (epoch_end and m.due_at_epoch(step // steps_per_epoch)):
-                load(k, m.model)
+            if m.due_at_step(step) or (epoch_end and m.due_at_epoch(step // spe)):
+                st.load_into(k, m.model)
             m.step()
-            if epoch_end:
-                m.epoch()
+
+    def on_epoch(epoch: int, st: ModelStack) -> None:
+        for _, m in live:
+            m.epoch()
+
+    stack.train(steps=steps, epochs=epochs, eval_every=eval_every, on_step=on_step,
+                on_epoch=on_epoch)
     for k, m in live:
-        load(k, m.model)
+        stack.load_into(k, m.model)
     return [m.close() if m is not None else [] for m in monitors]
