@@ -107,7 +107,8 @@ def show(study: Annotated[str, typer.Argument(help="study name (see `learnscope 
     from learnscope.studies import get_study
 
     s = get_study(study)
-    out.print(f"[bold]{s.name}[/]: {s.title}\n{s.summary}\n[dim]source: {s.source}[/]")
+    out.print(f"[bold]{s.name}[/]: {s.title}\n[dim]source: {s.source}[/]\n")
+    out.print(s.about() + "\n", markup=False, highlight=False)
     table = Table()
     table.add_column("field", style="cyan", no_wrap=True)
     table.add_column("type", no_wrap=True)
@@ -124,11 +125,12 @@ def show(study: Annotated[str, typer.Argument(help="study name (see `learnscope 
 
 def _run_one(study: str, *, quick: bool, sets: list[str], config: Path | None,
              seeds: int | None, out_dir: Path, resume: bool, progress: bool,
-             executor: str, workers: int | None, address: str | None) -> dict[str, Any]:
+             executor: str, workers: int | None, address: str | None,
+             device: str | None) -> dict[str, Any]:
     from learnscope.config import parse_assignments
     from learnscope.runner import run_study
 
-    overrides = parse_assignments(sets)
+    overrides = ({"device": device} if device else {}) | parse_assignments(sets)
     outcome = run_study(study, quick=quick, overrides=overrides, config_file=config,
                         seeds=seeds, out=out_dir, resume=resume, progress=_Bar(progress),
                         executor=executor, workers=workers, address=address)
@@ -143,6 +145,8 @@ WorkersOpt = Annotated[int | None, typer.Option(
 AddressOpt = Annotated[str | None, typer.Option(
     "--address", help="Ray cluster to join (HOST:PORT or ray://HOST:PORT)")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="exit 1 when a claim does not hold")]
+DeviceOpt = Annotated[str | None, typer.Option(
+    "--device", help="where models train: cpu (default) or cuda (where a GPU is present)")]
 
 
 @app.command()
@@ -163,6 +167,7 @@ def run(
     executor: ExecOpt = "local",
     workers: WorkersOpt = None,
     address: AddressOpt = None,
+    device: DeviceOpt = None,
 ) -> int:
     """Run a study: train, measure, check its claims, write result.json and report.html."""
     from learnscope.report.terminal import print_claims
@@ -170,7 +175,7 @@ def run(
     _sigterm_as_interrupt()
     result = _run_one(study, quick=quick, sets=sets or [], config=config, seeds=seeds,
                       out_dir=out_dir, resume=resume, progress=not as_json,
-                      executor=executor, workers=workers, address=address)
+                      executor=executor, workers=workers, address=address, device=device)
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
     else:
@@ -191,20 +196,23 @@ def tour(
     executor: ExecOpt = "local",
     workers: WorkersOpt = None,
     address: AddressOpt = None,
+    device: DeviceOpt = None,
 ) -> int:
     """Run every registered study and write one combined report."""
     from learnscope.report.html import StudySection, write_report
     from learnscope.report.terminal import print_claims
     from learnscope.runner import run_study
-    from learnscope.studies import study_names
+    from learnscope.studies import get_study, study_names
 
     _sigterm_as_interrupt()
     sections, verdicts = [], []
     for name in study_names():
         outcome = run_study(name, quick=quick, out=out_dir, resume=resume, progress=_Bar(True),
-                            executor=executor, workers=workers, address=address)
+                            executor=executor, workers=workers, address=address,
+                            overrides={"device": device} if device else None)
         print_claims(outcome.result, out)
-        sections.append(StudySection.from_result(outcome.result, outcome.analysis))
+        sections.append(StudySection.from_result(outcome.result, outcome.analysis,
+                                                 get_study(name).about()))
         verdicts.append(outcome.result["verdict"])
     tour_dir = out_dir / "tour" / time.strftime("%Y%m%d-%H%M%S")
     tour_dir.mkdir(parents=True, exist_ok=True)

@@ -136,9 +136,16 @@ def _figure_html(fig: Any) -> str:
 def _about_html(about: str) -> str:
     if not about:
         return ""
-    paras = [p.strip() for p in about.split("\n\n") if p.strip()]
-    body = "".join(f"<p>{html.escape(' '.join(p.split()))}</p>" for p in paras)
-    return f"<details open><summary>About this study</summary><div class='card'>{body}</div></details>"
+    body = []
+    for para in about.split("\n\n"):
+        lines = para.splitlines()
+        items = [ln[2:] for ln in lines if ln.startswith("- ")]
+        head = [ln for ln in lines if not ln.startswith("- ")]
+        body += [f"<p>{html.escape(ln)}</p>" for ln in head]
+        if items:
+            body.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>")
+    return ("<details open><summary>About this study</summary><div class='card'>"
+            + "".join(body) + "</div></details>")
 
 
 def render(sections: Sequence[StudySection], *, title: str) -> str:

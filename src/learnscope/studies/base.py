@@ -165,9 +165,20 @@ class Study(Generic[Cfg]):
 
     @classmethod
     def about(cls) -> str:
-        """The study's explanation: its module's docstring."""
+        """The study's explanation (its module's docstring), reflowed: one line per paragraph
+        and per ``- `` list item, paragraphs separated by blank lines."""
         module = inspect.getmodule(cls)
-        return inspect.cleandoc(module.__doc__ or "") if module else ""
+        text = inspect.cleandoc(module.__doc__ or "") if module else ""
+        paragraphs = []
+        for para in text.split("\n\n"):
+            items: list[str] = []
+            for line in para.splitlines():
+                if line.lstrip().startswith("- ") or not items:
+                    items.append(line.strip())
+                else:
+                    items[-1] += " " + line.strip()
+            paragraphs.append("\n".join(items))
+        return "\n\n".join(p for p in paragraphs if p)
 
     # -- what the kit does with it ----------------------------------------------------------
     def trials(self, cfg: Cfg) -> list[dict[str, Any]]:
