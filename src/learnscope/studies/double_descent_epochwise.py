@@ -23,23 +23,38 @@ steps from 1 to 1e6 costs one SVD. The test error is the exact population excess
 ``(w - theta)^T Sigma (w - theta)``: the test MSE on noise-free targets with an infinite test
 set, so no test-set noise enters the curves.
 
-Default (calibrated over 10 seeds and every neighbour with one size changed by +-50%):
-n_train=1000, dim_fast=400, dim_slow=5, scale_ratio=100, noise_sd=1, signal_fast=0.5,
-signal_slow=0.5, lr=0.01. The fast block alone has 0.4 parameters per training point, so its
-fit to the residual (noise variance 1 plus the slow block's 0.5) costs about
-1.5 * 0.4 / 0.6 = 1.0 of test error before the slow block catches up.
+Default (``DEFAULT_SETUP``): n_train=1000, dim_fast=400, dim_slow=5, scale_ratio=100,
+noise_sd=1, signal_fast=0.5, signal_slow=0.5, lr=0.01. The fast block alone has 0.4
+parameters per training point; fitting the residual (noise variance 1 plus the slow block's
+0.5) would add about 1.5 * 0.4 / 0.6 = 1.0 to the test error if it finished before the slow
+block starts to learn (measured peak: 1.31 over 0.5 of unlearned slow signal).
 
-**The claim** (scale-free, per seed and on the median curve over seeds):
-:func:`epochwise_bump` finds the most prominent interior maximum of the curve over log time
-(the point that stands highest above both the lowest point before it and the lowest point
-after it). Epoch-wise double descent is shown when the curve descends to a first minimum (at
-least ``min_drop`` below its value after step 1), rises to the peak (at least ``min_rise``
-times the first minimum above it) and falls again (the later minimum at least ``min_fall``
-times the peak below it). Controls: with one time scale (``equal_scales=True``: the slow
-features rescaled to the fast variance, equivalent to giving each block its own step size,
-Heckel & Yilmaz's remedy) the curve is a single U (it rises and never falls) and the claim
-fails. Without label noise the bump shrinks (the slow signal alone is what the fast block
-overfits) but does not vanish: misspecification is enough, as Nakkiran et al. note.
+**The claim** (scale-free): :func:`epochwise_bump` finds the most prominent interior maximum
+of the curve over log time (the point that stands highest above both the lowest point before
+it and the lowest point after it). Epoch-wise double descent is shown when the curve descends
+to a first minimum (at least ``MIN_DROP`` of its value after step 1 below it), rises to the
+peak (at least ``MIN_RISE`` times the first minimum above it) and falls again (the later
+minimum at least ``MIN_FALL`` times the peak below it). Gate on the median curve over seeds
+(:func:`epochwise_summary`); the per-seed count is reported. Where it happens: the peak comes
+when the fast block alone has fitted its slowest direction (``t_fast_block_fit``; measured
+peak at 1.1-2.8 times it in every configuration below) and the second descent on the slow
+time scale (halfway down at 0.5-5.6 ``t_slow``).
+
+Measured (50 seeds each, default and every size changed by +-50%: n_train, dim_fast,
+dim_slow, noise_sd, scale_ratio, signal_fast, signal_slow, lr): the median curve meets the
+claim in all 17 configurations (smallest median drop/rise/fall 0.09/0.14/0.20; default
+0.20/0.68/0.47, peak at step ~1300 = 13 t_fast = 0.13 t_slow); every seed meets it in 16,
+and 40/50 seeds at n_train=500 (0.8 fast features per point: the final least-squares fit is
+itself noisy there). One curve takes about 0.09 s.
+
+**Controls.** One time scale (``equal_scales=True``: the slow features rescaled to the fast
+variance, which is the same as giving each block its own step size, Heckel & Yilmaz's remedy;
+same data, same end point): a single U that rises 86% above its minimum and never falls
+(0 of 50 seeds, median curve fails). Without fast-block signal (``signal_fast=0``) there is
+no first minimum (0/50). Without label noise the bump shrinks (median rise 0.07 instead of
+0.68) but does not vanish (39/50 seeds): the slow block's signal, not yet learned, is itself
+a residual the fast block overfits: what the bump needs is a residual the fast features
+cannot explain, of which label noise is the largest part here.
 """
 
 from __future__ import annotations
@@ -56,7 +71,8 @@ DEFAULT_SETUP: dict[str, float] = {
     "n_train": 1000, "dim_fast": 400, "dim_slow": 5, "scale_ratio": 100.0, "noise_sd": 1.0,
     "signal_fast": 0.5, "signal_slow": 0.5, "lr": 0.01,
 }
-#: Thresholds of the claim: every one held on every seed of every configuration tried.
+#: Thresholds of the claim: met by the median curve of every configuration tried (module
+#: docstring) with a margin of at least 1.8x, and by every seed of the default.
 MIN_DROP = 0.05
 MIN_RISE = 0.05
 MIN_FALL = 0.10
