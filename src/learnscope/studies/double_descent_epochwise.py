@@ -60,6 +60,7 @@ cannot explain, of which label noise is the largest part here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -67,7 +68,7 @@ from learnscope.models.regression import gd_least_squares_path
 from learnscope.seeding import numpy_rng
 
 #: The calibrated setup (see the module docstring).
-DEFAULT_SETUP: dict[str, float] = {
+DEFAULT_SETUP: dict[str, Any] = {
     "n_train": 1000, "dim_fast": 400, "dim_slow": 5, "scale_ratio": 100.0, "noise_sd": 1.0,
     "signal_fast": 0.5, "signal_slow": 0.5, "lr": 0.01,
 }
