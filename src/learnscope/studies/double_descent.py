@@ -10,6 +10,11 @@ classical U-curve is only the first half of the picture. Shown here
   removes the peak;
 - sample-wise at a fixed number of features: near the threshold more data hurts;
 - with Legendre polynomial features on a 1-D sine (degree + 1 = number of points);
+- epoch-wise, with gradient descent on a linear model whose features come at two scales: test
+  error over training time falls, rises once the fast features overfit, and falls again when
+  the slow features are learned (Heckel & Yilmaz 2021, "Early stopping in deep networks: double
+  descent and how to eliminate it"; Pezeshki et al. 2022, "Multi-scale feature learning
+  dynamics"). With one time scale (each block its own step size) the curve is a single U;
 - with MLPs 40-h-h-10 on MNIST-1D over many widths, with 15% flipped labels and without,
   trained as stacks of models. The MNIST-1D authors' own peak is only 5-9 points above its
   neighbours, so these claims are reported but not gating.
@@ -40,6 +45,11 @@ from learnscope.models.regression import min_norm_fit, ridge_fit
 from learnscope.store.records import Record
 from learnscope.studies import register
 from learnscope.studies.base import Part, Study, Trial, part
+from learnscope.studies.double_descent_epochwise import (
+    epochwise_claims,
+    epochwise_figures,
+    gd_over_time,
+)
 from learnscope.studies.double_descent_mlp import mlp_claims, mlp_figures, train_widths
 
 
@@ -77,6 +87,16 @@ class DoubleDescentConfig(StudyConfig):
     mlp_batch_size: int = param(100, "minibatch size", ge=1)
     mlp_seeds: int = param(2, "seeds of the MLP sweep (it is far costlier than the rest)", ge=1)
 
+    ew_seeds: int = param(10, "seeds of the epoch-wise curves (0: skip them)", ge=0)
+    ew_n_train: int = param(1000, "training points of the epoch-wise problem", ge=2)
+    ew_dim_fast: int = param(400, "features of the fast block (variance 1)", ge=1)
+    ew_dim_slow: int = param(5, "features of the slow block (variance 1 / ew_scale_ratio)", ge=1)
+    ew_scale_ratio: float = param(100.0, "variance ratio fast/slow: the slow block learns this "
+                                         "many times more slowly", gt=1)
+    ew_noise_sd: float = param(1.0, "label noise of the epoch-wise problem", ge=0)
+    ew_lr: float = param(0.01, "gradient-descent step size of the epoch-wise curves", gt=0)
+    ew_max_step: int = param(1_000_000, "last gradient-descent step (log-spaced grid)", ge=100)
+
     def check(self) -> None:
         for name, values, at in (("features", self.features, "n_train"),
                                  ("poly_features", self.poly_features, "poly_points"),
@@ -102,7 +122,7 @@ class DoubleDescent(Study[DoubleDescentConfig]):
     }
 
     tiny = {"seeds": 2, "mlp_widths": [4, 16], "mlp_epochs": 3, "mlp_n_train": 200,
-            "mlp_n_test": 200}
+            "mlp_n_test": 200, "ew_seeds": 2, "ew_max_step": 1000}
 
     def parts(self, cfg: DoubleDescentConfig) -> list[Part]:
         seeds = cfg.seed_list()
@@ -112,6 +132,9 @@ class DoubleDescent(Study[DoubleDescentConfig]):
             part("samplewise", fit_random_features, n=cfg.sample_sizes, seed=seeds),
             part("poly", fit_polynomial, p=cfg.poly_features, seed=seeds),
         ]
+        if cfg.ew_seeds:
+            parts.append(part("epochwise", gd_over_time, condition=["two-scale", "one-scale"],
+                              seed=[cfg.seed + s for s in range(cfg.ew_seeds)]))
         if cfg.mlp_widths:
             parts.append(part("mlp", train_widths, batch_by=["noise", "seed"],
                               noise=sorted({0.0, cfg.mlp_label_noise}), width=cfg.mlp_widths,
@@ -156,7 +179,8 @@ class DoubleDescent(Study[DoubleDescentConfig]):
                                f"n={cfg.poly_points})", poly, cfg.poly_points, descent=False)
         claims.append(claim("poly-recovers", f"with p={poly.x[-1]} features the min-norm "
                             "polynomial fits well again", "test_mse", poly.last, below(1.0)))
-        return claims + mlp_claims(cfg, results.where(part="mlp"))
+        return claims + epochwise_claims(results.where(part="epochwise")) + mlp_claims(
+            cfg, results.where(part="mlp"))
 
     def figures(self, cfg: DoubleDescentConfig) -> list[LinePlot]:
         noise = f"noise sd {cfg.noise_sd:g}"
@@ -183,7 +207,7 @@ class DoubleDescent(Study[DoubleDescentConfig]):
                      "p", (Lines({"part": "poly"}, label="min-norm"),),
                      x_title="number of features (degree + 1)",
                      markers=(Marker(cfg.poly_points, f"p = n = {cfg.poly_points}"),), **mse),
-            *mlp_figures(cfg),
+            *epochwise_figures(cfg), *mlp_figures(cfg),
         ]
 
     def tables(self, cfg: DoubleDescentConfig, results: Results) -> list[Table]:

@@ -60,12 +60,19 @@ cannot explain, of which label noise is the largest part here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from learnscope.analysis import Claim, LinePlot, Lines, Marker, Results
+from learnscope.analysis.claims import all_of, at_least, below, between, claim
 from learnscope.models.regression import gd_least_squares_path
 from learnscope.seeding import numpy_rng
+from learnscope.store.records import Record
+from learnscope.studies.base import Trial
+
+if TYPE_CHECKING:
+    from learnscope.studies.double_descent import DoubleDescentConfig
 
 #: The calibrated setup (see the module docstring).
 DEFAULT_SETUP: dict[str, Any] = {
@@ -258,3 +265,76 @@ def epochwise_summary(steps: np.ndarray, test_mse: np.ndarray, *, min_drop: floa
         out[f"min_{key}"] = float(np.min(values))
         out[f"max_{key}"] = float(np.max(values))
     return out
+
+
+# -- the study's part ------------------------------------------------------------------------
+
+def gd_over_time(cfg: DoubleDescentConfig, trial: Trial) -> list[Record]:
+    """One seed's test and train MSE over log-spaced gradient-descent steps (closed form), and
+    the time scales theory predicts."""
+    out = epochwise_curves(trial.seed, n_train=cfg.ew_n_train, dim_fast=cfg.ew_dim_fast,
+                           dim_slow=cfg.ew_dim_slow, scale_ratio=cfg.ew_scale_ratio,
+                           noise_sd=cfg.ew_noise_sd, lr=cfg.ew_lr,
+                           steps=log_steps(cfg.ew_max_step),
+                           equal_scales=trial.condition == "one-scale")
+    records = [Record(key, float(v), int(t), "gd") for key in ("test_mse", "train_mse")
+               for t, v in zip(out["steps"], out[key], strict=True)]
+    return records + [Record(k, float(out[k]), 0, "theory")
+                      for k in ("t_fast", "t_slow", "t_fast_block_fit", "lr_times_max_eig")]
+
+
+def epochwise_claims(results: Results) -> list[Claim]:
+    if not len(results):
+        return []
+    two, one = results.where(condition="two-scale"), results.where(condition="one-scale")
+    curve = two.over_time("test_mse")
+    stats = epochwise_bump(np.array(curve.x), np.array(curve.y))
+    per_seed = [shows_epochwise_double_descent(epochwise_bump(np.array(s), np.array(v)))
+                for _, s, v in two.series("test_mse")]
+    t_fit, t_slow = two.median("t_fast_block_fit"), two.median("t_slow")
+    control = one.over_time("test_mse")
+    control_stats = epochwise_bump(np.array(control.x), np.array(control.y))
+    return [
+        all_of("epochwise-double-descent", "test error over training time (median over seeds) "
+               "falls to a first minimum, rises after it and falls again: epoch-wise double "
+               "descent", {"initial_drop": (stats["initial_drop"], at_least(MIN_DROP)),
+                           "rise": (stats["rise"], at_least(MIN_RISE)),
+                           "fall": (stats["fall"], at_least(MIN_FALL))},
+               extra={"first_min_step": stats["first_min_step"], "peak_step": stats["peak_step"],
+                      "seeds_with_bump": sum(per_seed), "seeds": len(per_seed)}),
+        claim("epochwise-peak-where-fast-block-fits", "the peak comes when the fast features "
+              "have fitted the training set (their slowest sample direction, 1/(lr s (1 - "
+              "sqrt(d/n))^2) steps): the overfitting of the fast block, before the slow block "
+              "learns", "peak_step_over_t_fit", stats["peak_step"] / t_fit, between(0.5, 4),
+              extra={"peak_step": stats["peak_step"], "t_fast_block_fit": t_fit,
+                     "t_slow": t_slow}),
+        claim("epochwise-one-time-scale-control", "with one time scale (the slow features "
+              "rescaled, i.e. each block its own step size) there is no second descent",
+              "fall", control_stats["fall"], below(MIN_FALL),
+              extra={"rise": control_stats["rise"], "final": control_stats["final"]}),
+        claim("epochwise-ends-below-first-minimum", "the second descent ends below the first "
+              "minimum (not gating: only where the slow features carry "
+              "enough signal)", "later_min_over_first_min", stats["later_min_over_first_min"],
+              below(1.0), gating=False),
+    ]
+
+
+def epochwise_figures(cfg: DoubleDescentConfig) -> list[LinePlot]:
+    if not cfg.ew_seeds:
+        return []
+    t_fast, t_slow = 1 / cfg.ew_lr, cfg.ew_scale_ratio / cfg.ew_lr
+    markers = [Marker(t_fast, "t fast"), Marker(t_slow, "t slow")]
+    if cfg.ew_dim_fast < cfg.ew_n_train:
+        t_fit = 1 / (cfg.ew_lr * (1 - (cfg.ew_dim_fast / cfg.ew_n_train) ** 0.5) ** 2)
+        markers.insert(1, Marker(t_fit, "fast block fitted"))
+    return [LinePlot(
+        f"Epoch-wise double descent: gradient descent, {cfg.ew_dim_fast} fast + "
+        f"{cfg.ew_dim_slow} slow features, n={cfg.ew_n_train}", "step",
+        (Lines({"part": "epochwise"}, key="test_mse", group="condition",
+               label="test MSE, {condition}"),
+         Lines({"part": "epochwise", "condition": "two-scale"}, key="train_mse", dash="dot",
+               label="train MSE, two-scale")),
+        x_title="gradient-descent step", y_title="MSE (median over seeds, IQR band)",
+        log_x=True, markers=tuple(markers),
+        caption="Two time scales: the fast features overfit (first rise), the slow ones then "
+                "learn the signal (second descent). One time scale: a single U.")]
