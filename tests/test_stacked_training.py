@@ -400,3 +400,33 @@ def test_cuda_general_engine_other_architectures():
     for k in range(K):
         assert _max_weight_error(results[0].export(k), results[1].export(k).cpu()) < FLOAT64_ATOL
         _assert_same_history(results[1].histories[k], results[0].histories[k], 1e-10)
+
+
+def test_lr_schedule_matches_lambda_lr():
+    """A warm-up + cosine factor gives what torch.optim.AdamW with LambdaLR gives."""
+    from learnscope.models import ToyReLUAutoencoder
+    from learnscope.train.stacked import StackedTrainer
+
+    steps = 12
+
+    def factor(t):
+        return (t + 1) / 3 if t < 3 else 0.5 * (1 + math.cos(math.pi * (t - 3) / (steps - 3)))
+
+    x = torch.rand(2, 16, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    stack = StackedTrainer(lambda s: ToyReLUAutoencoder(6, 2, seed=s).double(), seeds=[0, 1],
+                           loss="mse", optimizer="adamw", lr=0.05, weight_decay=0.1,
+                           batch_fn=lambda t: (x, x), lr_schedule=factor, dtype=torch.float64)
+    stack.train(steps=steps)
+    for k, seed in enumerate([0, 1]):
+        model = ToyReLUAutoencoder(6, 2, seed=seed).double()
+        opt = torch.optim.AdamW(model.parameters(), lr=0.05, weight_decay=0.1)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        for _ in range(steps):
+            loss = ((model(x[k]) - x[k]) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        trained = stack.export(k)
+        torch.testing.assert_close(trained.W, model.W, atol=1e-12, rtol=0)
+        torch.testing.assert_close(trained.b, model.b, atol=1e-12, rtol=0)

@@ -30,6 +30,7 @@ from learnscope.analysis.figures import (
     LinePlot,
     Lines,
     Marker,
+    Scatter,
     SeriesData,
     evaluate,
 )
@@ -55,6 +56,6 @@ class Analysis:
 
 
 __all__ = ["Analysis", "Claim", "Curve", "FigureData", "Heatmap", "LinePlot", "Lines", "Marker",
-           "Results", "SeriesData", "Table", "Test", "above", "all_of", "at_least", "at_most", "below",
+           "Results", "Scatter", "SeriesData", "Table", "Test", "above", "all_of", "at_least", "at_most", "below",
            "between", "claim", "evaluate", "jsonable", "median_iqr", "monotone", "peak_at",
            "ratio", "verdict"]

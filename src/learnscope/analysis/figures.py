@@ -23,7 +23,8 @@ from typing import Any
 
 from learnscope.analysis.curves import Curve
 
-__all__ = ["FigureData", "Heatmap", "LinePlot", "Lines", "Marker", "SeriesData", "evaluate"]
+__all__ = ["FigureData", "Heatmap", "LinePlot", "Lines", "Marker", "Scatter", "SeriesData",
+           "evaluate"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,25 @@ class Heatmap:
     colorbar: str = ""
 
 
+@dataclass(frozen=True)
+class Scatter:
+    """Every value of ``key`` against field ``x``, one point per record (no aggregation), in
+    one colour per value of ``group``."""
+
+    title: str
+    key: str
+    x: str
+    where: dict[str, Any] = field(default_factory=dict)
+    group: str | None = None
+    label: str = "{key}"
+    x_title: str = ""
+    y_title: str = ""
+    caption: str = ""
+    log_x: bool = False
+    log_y: bool = False
+    hlines: tuple[tuple[float, str], ...] = ()
+
+
 @dataclass
 class SeriesData:
     name: str
@@ -97,7 +117,7 @@ class SeriesData:
 class FigureData:
     """What the report draws: plain numbers and labels."""
 
-    kind: str  # "line" or "heatmap"
+    kind: str  # "line", "scatter" or "heatmap"
     title: str
     x_title: str = ""
     y_title: str = ""
@@ -114,11 +134,22 @@ class FigureData:
 
     @property
     def empty(self) -> bool:
-        return not self.series if self.kind == "line" else not self.z
+        return not self.z if self.kind == "heatmap" else not self.series
 
 
-def evaluate(spec: LinePlot | Heatmap, results: Any) -> FigureData:
+def evaluate(spec: LinePlot | Heatmap | Scatter, results: Any) -> FigureData:
     """The numbers of a declared figure, computed from ``results`` (a ``Results``)."""
+    if isinstance(spec, Scatter):
+        sub = results.where(**spec.where)
+        series = []
+        for fields, part in _groups(sub, spec.group) if len(sub) else []:
+            xs, ys = part.points(spec.key, spec.x)
+            if xs:
+                label = spec.label.format(key=spec.key, **{k: _tidy(v) for k, v in fields.items()})
+                series.append(SeriesData(label, xs, ys))
+        return FigureData("scatter", spec.title, spec.x_title or spec.x,
+                          spec.y_title or spec.key, spec.caption, spec.log_x, spec.log_y,
+                          series, hlines=list(spec.hlines))
     if isinstance(spec, Heatmap):
         rows, cols, z = results.where(**spec.where).matrix(spec.key, spec.rows, spec.cols)
         return FigureData("heatmap", spec.title, spec.x_title or spec.cols,

@@ -149,6 +149,13 @@ class Results:
                                  sort=True)
         return list(table.index), list(table.columns), table.to_numpy(dtype=float)
 
+    def points(self, key: str, x: str) -> tuple[list[float], list[float]]:
+        """Every record of ``key`` as an (x, value) point, ``x`` a spec or record field (no
+        aggregation: e.g. each feature's dimensionality at each sparsity)."""
+        data = self.records
+        data = data[(data["key"] == key) & data[x].notna()] if x in data.columns else data[:0]
+        return [float(v) for v in data[x]], [float(v) for v in data["value"]]
+
     def series(self, key: str) -> Iterable[tuple[dict[str, Any], list[int], list[float]]]:
         """Per trial: (its spec, steps, values) of ``key`` in step order."""
         rows = self._records[self._records["key"] == key].sort_values("step", kind="stable")

@@ -33,9 +33,9 @@ def draw(fig: FigureData) -> go.Figure:
     if fig.kind == "heatmap":
         return heatmap_figure(fig)
     many_points = any(len(s.x) > 60 for s in fig.series)
+    mode = "markers" if fig.kind == "scatter" else "lines" if many_points else "lines+markers"
     return line_figure(
-        fig.title, [Series(s.name, s.x, s.y, s.lo, s.hi, s.dash,
-                           "lines" if many_points else "lines+markers") for s in fig.series],
+        fig.title, [Series(s.name, s.x, s.y, s.lo, s.hi, s.dash, mode) for s in fig.series],
         x_title=fig.x_title, y_title=fig.y_title, log_x=fig.log_x, log_y=fig.log_y,
         vlines=[(m.x, m.label) for m in fig.markers], hlines=fig.hlines)
 

@@ -138,6 +138,9 @@ class ModelStack:
       minibatches of ``batch_size`` (None: the full set every step); or ``batch_fn(step)``
       returning the per-model batches ``(K, b, ...)`` of each step. ``x_test``/``y_test``: a
       test set shared by all models (optional).
+    * ``lr_schedule(t)``: a factor multiplying every model's learning rate at step ``t``
+      (0-based), e.g. warm-up then cosine decay, as ``torch.optim.lr_scheduler.LambdaLR`` with
+      the same function; AdamW's decoupled decay uses the scheduled rate too.
     * ``dtype`` (float32 or float64; parameters and floating data are cast), ``device``.
     """
 
@@ -162,6 +165,7 @@ class ModelStack:
         y_test: torch.Tensor | None = None,
         batch_fn: BatchFn | None = None,
         loss_weights: torch.Tensor | None = None,
+        lr_schedule: Callable[[int], float] | None = None,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
         eval_chunk: int = 32768,
@@ -209,6 +213,7 @@ class ModelStack:
 
         self._vmapped = {True: vmap(forward, in_dims=(0, 0, None)),
                          False: vmap(forward, in_dims=(0, 0, 0))}
+        self.lr_schedule = lr_schedule
         self._setup_data(x_train, y_train, y_train_by_model, subsets, x_test, y_test, batch_fn,
                          loss_weights)
         self._gens = [torch_generator(s, "batch-order") for s in self.seeds]
@@ -546,9 +551,9 @@ class _FlatOptimizer:
         return g.add(p, alpha=self.wd) if self.wd != 0 else g
 
     @torch.no_grad()
-    def step(self, p: torch.Tensor, g: torch.Tensor) -> None:
+    def step(self, p: torch.Tensor, g: torch.Tensor, factor: float = 1.0) -> None:
         self.t += 1
-        lr = self.lr
+        lr = self.lr if factor == 1.0 else self.lr * factor
         if self.kind == "sgd":
             g = self._decayed_grad(p, g)
             if self.momentum != 0:
@@ -565,7 +570,7 @@ class _FlatOptimizer:
         if self.kind == "adamw":
             assert self.decay is not None
             if self._has(self.wd):
-                p.mul_(self.decay)
+                p.mul_(self.decay if factor == 1.0 else 1 - lr * self.wd)
         else:
             g = self._decayed_grad(p, g)
         beta1, beta2 = self.betas
@@ -669,14 +674,17 @@ class StackedTrainer(ModelStack):
             self._active &= finite
             keep = self._active[self._owner]
             before = self._flat.clone()
-            self._opt.step(self._flat, grad)
+            self._opt.step(self._flat, grad, self._lr_factor())
             torch.where(keep, self._flat, before, out=self._flat)
         else:
-            self._opt.step(self._flat, grad)
+            self._opt.step(self._flat, grad, self._lr_factor())
         if self.batch_fn is not None:
             self._online_sum += loss.double() * y.shape[1]
             self._online_count += int(y.shape[1])
         self.step += 1
+
+    def _lr_factor(self) -> float:
+        return 1.0 if self.lr_schedule is None else float(self.lr_schedule(self.step))
 
     def _stacked_params(self) -> dict[str, torch.Tensor]:
         return self._unflatten(self._flat)
@@ -732,6 +740,8 @@ def fast_path_reason(models: Sequence[nn.Module], **options: Any) -> str | None:
         return "batches come from a batch function"
     if options.get("loss_weights") is not None:
         return "loss weights"
+    if options.get("lr_schedule") is not None:
+        return "a learning-rate schedule"
     wd = options.get("weight_decay", 0.0)
     if not isinstance(wd, int | float) and len({float(v) for v in wd}) > 1:
         return "per-model weight decay"
