@@ -63,7 +63,7 @@ def limited_threads(n: int | None) -> Iterator[None]:
     """Limit torch's and the BLAS libraries' threads for the block; restore them afterwards.
 
     Small models and small matrices on few cores run 5-10x faster with one thread than with
-    threads that fight over the cores (PHENOMENA, cross-cutting pitfall 1).
+    threads that fight over the cores.
     """
     if n is None:
         yield
