@@ -18,7 +18,11 @@ def test_readme_has_examples():
 
 @pytest.mark.parametrize("index", range(len(_python_blocks())))
 def test_readme_example_runs(index, tmp_path, monkeypatch):
+    import learnscope.studies
+
     monkeypatch.chdir(tmp_path)
+    # a study registered by an example must not stay registered for the other tests
+    monkeypatch.setattr(learnscope.studies, "_REGISTRY", dict(learnscope.studies._REGISTRY))
     code = _python_blocks()[index]
     namespace: dict = {}
     exec(compile(code, f"README.md example {index}", "exec"), namespace)
