@@ -197,55 +197,137 @@ def test_dropout_in_training_mode_is_refused():
     assert isinstance(top_hessian_eigenvalue(model, nn.MSELoss(), x, y, iters=3), EigenResult)
 
 
-# ---------------------------------------------------------------- power iteration
+# ---------------------------------------------------------------- top eigenvalue
+
+METHODS = ["lanczos", "power"]
 
 
-def test_power_iteration_equals_dense_eigendecomposition_linear():
+@pytest.mark.parametrize("method", METHODS)
+def test_top_eigenvalue_equals_dense_eigendecomposition_linear(method):
     model, x, y, hess = linear_problem()
     with_grads(model, x)
     snap = snapshot(model)
-    res = top_hessian_eigenvalue(model, nn.MSELoss(), x, y, iters=500, tol=1e-10, generator=0)
+    res = top_hessian_eigenvalue(model, nn.MSELoss(), x, y, iters=500, tol=1e-10, generator=0,
+                                 method=method)
     expected = float(torch.linalg.eigvalsh(hess)[-1])
     assert res.converged and res.iterations < 500
-    assert res.tol == 1e-10
+    assert res.tol == 1e-10 and res.method == method
     assert res.value == pytest.approx(expected, rel=1e-8)
+    assert res.residual < 1e-4
     assert_unchanged(model, snap)
 
 
-def test_power_iteration_finds_largest_magnitude_negative_eigenvalue():
+@pytest.mark.parametrize("method", METHODS)
+def test_top_eigenvalue_is_the_largest_magnitude_negative_eigenvalue(method):
     a = sym_with_spectrum([3.0, 1.0, -6.0, 0.5], seed=2)
     model = Quadratic(torch.tensor([0.3, -0.2, 0.1, 0.4], dtype=DT))
-    res = top_hessian_eigenvalue(model, quad_loss, torch.zeros(1), a, iters=500, tol=1e-12)
+    res = top_hessian_eigenvalue(model, quad_loss, torch.zeros(1), a, iters=500, tol=1e-12,
+                                 method=method)
     assert res.converged
     assert res.value == pytest.approx(-6.0, rel=1e-8)  # largest |lambda|, not largest lambda
 
 
-def test_power_iteration_equals_dense_hessian_tiny_mlp():
+@pytest.mark.parametrize("method", METHODS)
+def test_top_eigenvalue_equals_dense_hessian_tiny_mlp(method):
     model = tiny_mlp()
     x, y = mlp_data()
     loss_fn = nn.MSELoss()
-    eigs = torch.linalg.eigvalsh(dense_hessian(model, loss_fn, x, y))
-    by_mag = eigs[eigs.abs().argsort(descending=True)]
-    assert abs(by_mag[1]) / abs(by_mag[0]) < 0.95  # a gap, so the oracle is meaningful
+    h = dense_hessian(model, loss_fn, x, y)
+    eigs, vecs = torch.linalg.eigh(h)
+    order = eigs.abs().argsort(descending=True)
+    assert abs(eigs[order[1]]) / abs(eigs[order[0]]) < 0.95  # a gap, so the oracle is meaningful
     snap = snapshot(model)
     rng_before = torch.get_rng_state()
     gen = torch.Generator().manual_seed(11)
-    res = top_hessian_eigenvalue(model, loss_fn, x, y, iters=2000, tol=1e-12, generator=gen)
+    res = top_hessian_eigenvalue(model, loss_fn, x, y, iters=2000, tol=1e-12, generator=gen,
+                                 method=method)
     assert torch.equal(torch.get_rng_state(), rng_before)  # global RNG untouched
     assert res.converged
-    assert res.value == pytest.approx(float(by_mag[0]), rel=1e-7)
+    assert res.value == pytest.approx(float(eigs[order[0]]), rel=1e-7)
+    v = flat(res.vector)
+    assert float(v.norm()) == pytest.approx(1.0, rel=1e-12)
+    assert abs(float(v @ vecs[:, order[0]])) == pytest.approx(1.0, abs=1e-6)  # the eigenvector
     assert_unchanged(model, snap)
 
 
-def test_power_iteration_reports_non_convergence_and_is_reproducible():
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("iters", [2, 3, 5])
+def test_residual_is_that_of_the_returned_vector_and_bounds_an_eigenvalue(method, iters):
+    # Stopped early, the estimate is off; the residual must be the true one of the returned
+    # vector, and some eigenvalue must lie within residual * |value| of the value.
     model = tiny_mlp()
     x, y = mlp_data()
-    r1 = top_hessian_eigenvalue(model, nn.MSELoss(), x, y, iters=2, tol=0.0, generator=7)
-    r2 = top_hessian_eigenvalue(model, nn.MSELoss(), x, y, iters=2, tol=0.0, generator=7)
+    loss_fn = nn.MSELoss()
+    h = dense_hessian(model, loss_fn, x, y)
+    eigs = torch.linalg.eigvalsh(h)
+    res = top_hessian_eigenvalue(model, loss_fn, x, y, iters=iters, tol=0.0, generator=4,
+                                 method=method)
+    assert not res.converged and res.iterations == iters
+    v = flat(res.vector)
+    assert float(v.norm()) == pytest.approx(1.0, rel=1e-12)
+    assert res.value == pytest.approx(float(v @ h @ v), rel=1e-10)  # a Rayleigh quotient
+    expected = float((h @ v - res.value * v).norm()) / abs(res.value)
+    assert res.residual == pytest.approx(expected, rel=1e-8)
+    assert res.residual > 1e-3  # not converged: a real residual
+    nearest = float((eigs - res.value).abs().min())
+    assert nearest <= res.residual * abs(res.value) * (1 + 1e-10)
+
+
+def test_lanczos_beats_power_iteration_when_the_top_eigenvalues_are_close():
+    # Spectrum with a relative gap of 1% at the top: power iteration converges like
+    # 0.99^(2k), Lanczos like a Chebyshev polynomial in sqrt(gap).
+    eigs = [1.0, 0.99] + torch.linspace(-0.5, 0.9, 38).tolist()
+    a = sym_with_spectrum(eigs, seed=3)
+    model = Quadratic(torch.zeros(40, dtype=DT))
+    lan = top_hessian_eigenvalue(model, quad_loss, torch.zeros(1), a, iters=60, tol=1e-6,
+                                 generator=1)
+    power = top_hessian_eigenvalue(model, quad_loss, torch.zeros(1), a, iters=60, tol=1e-6,
+                                   generator=1, method="power")
+    assert lan.converged and lan.iterations < 40
+    assert lan.value == pytest.approx(1.0, abs=1e-10)
+    assert not power.converged
+    assert abs(power.value - 1.0) > 1e-4  # off by 3.6e-4 after the same 60 products
+    assert lan.value <= 1.0 + 1e-12  # a Ritz value never exceeds the largest eigenvalue
+
+
+def test_lanczos_stops_when_the_krylov_space_is_the_whole_space():
+    a = sym_with_spectrum([2.0, 0.5, -1.0, 0.25], seed=6)
+    model = Quadratic(torch.zeros(4, dtype=DT))
+    res = top_hessian_eigenvalue(model, quad_loss, torch.zeros(1), a, iters=100, tol=0.0)
+    assert res.converged and res.iterations <= 4
+    assert res.value == pytest.approx(2.0, rel=1e-12)
+    assert res.residual < 1e-10
+
+
+def test_opposite_eigenvalues_of_equal_magnitude():
+    # +2 and -2 both dominate. Lanczos finds both and returns the positive one. Power
+    # iteration flips between them with a constant Rayleigh quotient, so its relative-change
+    # rule reports convergence to a value that is no eigenvalue; the residual exposes it.
+    a = sym_with_spectrum([2.0, -2.0, 1.0, 0.5, -0.25], seed=8)
+    model = Quadratic(torch.zeros(5, dtype=DT))
+    lan = top_hessian_eigenvalue(model, quad_loss, torch.zeros(1), a, iters=50, tol=1e-10)
+    assert lan.converged and lan.value == pytest.approx(2.0, rel=1e-10)
+    assert lan.residual < 1e-10
+    power = top_hessian_eigenvalue(model, quad_loss, torch.zeros(1), a, iters=50, tol=1e-10,
+                                   method="power")
+    assert power.converged and abs(abs(power.value) - 2.0) > 0.1  # fooled
+    assert power.residual > 0.1  # and the residual says so
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_top_eigenvalue_reports_non_convergence_and_is_reproducible(method):
+    model = tiny_mlp()
+    x, y = mlp_data()
+    kw = {"iters": 2, "tol": 0.0, "generator": 7, "method": method}
+    r1 = top_hessian_eigenvalue(model, nn.MSELoss(), x, y, **kw)
+    r2 = top_hessian_eigenvalue(model, nn.MSELoss(), x, y, **kw)
     assert not r1.converged and r1.iterations == 2
     assert r1 == r2
-    with pytest.raises(ValueError):
-        top_hessian_eigenvalue(model, nn.MSELoss(), x, y, iters=0)
+    assert all(torch.equal(a, b) for a, b in zip(r1.vector, r2.vector, strict=True))
+    for bad in ({"iters": 0}, {"iters": 2.5}, {"tol": -1.0}, {"tol": float("inf")},
+                {"method": "arnoldi"}):
+        with pytest.raises(ValueError):
+            top_hessian_eigenvalue(model, nn.MSELoss(), x, y, **({"method": method} | bad))
 
 
 def test_non_finite_loss_is_reported():
@@ -260,11 +342,13 @@ def test_non_finite_loss_is_reported():
         hessian_trace(model, bad, torch.zeros(1), None, samples=2)
 
 
-def test_zero_hessian():
+@pytest.mark.parametrize("method", METHODS)
+def test_zero_hessian(method):
     # loss linear in the parameter: H == 0
     model = Quadratic(torch.ones(3, dtype=DT))
-    res = top_hessian_eigenvalue(model, lambda out, t: out.sum(), torch.zeros(1), None)
-    assert res.value == 0.0 and res.converged
+    res = top_hessian_eigenvalue(model, lambda out, t: out.sum(), torch.zeros(1), None,
+                                 method=method)
+    assert res.value == 0.0 and res.converged and res.residual == 0.0
     tr = hessian_trace(model, lambda out, t: out.sum(), torch.zeros(1), None, samples=3)
     assert tr.value == 0.0 and tr.std_error == 0.0
 
@@ -312,3 +396,57 @@ def test_hutchinson_quadratic_and_errors():
         hessian_trace(model, quad_loss, torch.zeros(1), a, samples=0)
     with pytest.raises(ValueError, match="distribution"):
         hessian_trace(model, quad_loss, torch.zeros(1), a, distribution="uniform")
+
+
+def test_trace_standard_error_is_calibrated():
+    # Over 50 seeds the exact trace lies within 2 standard errors about 95% of the time;
+    # >= 80% cannot flake (the seeds are fixed) and fails for an SE too small by half.
+    model = tiny_mlp()
+    x, y = mlp_data()
+    loss_fn = nn.MSELoss()
+    exact = float(torch.trace(dense_hessian(model, loss_fn, x, y)))
+    results = [hessian_trace(model, loss_fn, x, y, samples=30, generator=seed)
+               for seed in range(50)]
+    assert all(r.samples == 30 and r.distribution == "rademacher" for r in results)
+    assert all(r.rel_tol is None and r.converged is None for r in results)
+    within = [abs(r.value - exact) <= 2 * r.std_error for r in results]
+    assert sum(within) >= 40
+    assert sum(abs(r.value - exact) <= r.std_error for r in results) < 50  # SE not inflated
+    # the SE estimates the spread of the estimate over seeds
+    values = torch.tensor([r.value for r in results], dtype=DT)
+    mean_se = sum(r.std_error for r in results) / 50
+    assert float(values.std()) == pytest.approx(mean_se, rel=0.3)
+
+
+def test_adaptive_trace_stops_on_the_standard_error_and_is_calibrated():
+    model = tiny_mlp()
+    x, y = mlp_data()
+    loss_fn = nn.MSELoss()
+    exact = float(torch.trace(dense_hessian(model, loss_fn, x, y)))
+    results = [hessian_trace(model, loss_fn, x, y, samples=20, rel_tol=0.1, max_samples=2000,
+                             generator=seed) for seed in range(50)]
+    for r in results:
+        assert r.converged and r.rel_tol == 0.1 and 20 <= r.samples < 2000
+        assert r.std_error <= 0.1 * abs(r.value)
+    assert max(r.samples for r in results) > 20  # the tolerance needed more than the minimum
+    assert sum(abs(r.value - exact) <= 2 * r.std_error for r in results) >= 40
+    # one more sample than needed is not drawn: the same generator in fixed mode with the
+    # number used gives the same estimate
+    r = results[0]
+    fixed = hessian_trace(model, loss_fn, x, y, samples=r.samples, generator=0)
+    assert fixed.value == r.value and fixed.std_error == r.std_error
+
+
+def test_adaptive_trace_cap_and_errors():
+    model = tiny_mlp()
+    x, y = mlp_data()
+    capped = hessian_trace(model, nn.MSELoss(), x, y, samples=5, rel_tol=1e-6, max_samples=12)
+    assert capped.samples == 12 and capped.converged is False
+    # a diagonal Hessian: zero standard error, stops at the minimum
+    diag = hessian_trace(Diagonal(5), half_sq, torch.ones(5, dtype=DT), None, samples=3,
+                         rel_tol=0.0)
+    assert diag.samples == 3 and diag.converged is True and diag.value == pytest.approx(5.0)
+    for bad in ({"rel_tol": -0.1}, {"rel_tol": float("nan")}, {"rel_tol": 0.1, "samples": 1},
+                {"rel_tol": 0.1, "samples": 10, "max_samples": 9}, {"samples": 2.0}):
+        with pytest.raises(ValueError):
+            hessian_trace(model, nn.MSELoss(), x, y, **bad)
