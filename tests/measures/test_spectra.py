@@ -10,12 +10,18 @@ import torch
 from torch import nn
 
 from learnscope.measures.spectra import (
+    MIN_RELIABLE_TAIL,
+    _mp_quantile,
+    bbp_spike_location,
     distance_from_init,
     effective_rank,
     esd,
     marchenko_pastur_fit,
     power_law_alpha,
     stable_rank,
+    tracy_widom1_cdf,
+    tracy_widom1_quantile,
+    tracy_widom_edge,
 )
 
 torch.set_num_threads(1)
@@ -62,8 +68,9 @@ def test_marchenko_pastur_edges_of_gaussian(n, m):
     e = esd(w)
     q = m / n
     fit = marchenko_pastur_fit(e, q)
-    assert fit.sigma2_method == "mean"
+    assert fit.sigma2_method == "bulk"
     assert fit.aspect_ratio == q
+    assert (fit.n_rows, fit.n_cols) == (n, m)
     assert fit.sigma2 == pytest.approx(sigma**2, rel=0.01)
     nonzero = e[e > 1e-9 * e.max()]
     assert nonzero.size == min(n, m)
@@ -74,17 +81,31 @@ def test_marchenko_pastur_edges_of_gaussian(n, m):
     # the observed bulk fills [lambda_-, lambda_+] up to a few percent
     assert nonzero.max() == pytest.approx(fit.lambda_plus, rel=0.03)
     assert nonzero.min() == pytest.approx(fit.lambda_minus, rel=0.05)
-    # with a Tracy-Widom-sized tolerance no spike is reported for pure noise
-    assert marchenko_pastur_fit(e, q, edge_tolerance=0.03).n_spikes == 0
+    # the spike threshold is the Tracy-Widom 95% point, just above lambda_plus
+    assert fit.spike_threshold == pytest.approx(sigma**2 * tracy_widom_edge(n, m, 0.05), rel=0.01)
+    assert fit.lambda_plus < fit.spike_threshold < 1.01 * fit.lambda_plus
+    assert fit.n_spikes == 0 and fit.spikes.size == 0 and fit.spike_strengths.size == 0
 
 
 def test_marchenko_pastur_given_sigma2_and_errors():
     e = np.array([0.5, 1.0, 1.5, 10.0])
     fit = marchenko_pastur_fit(e, 0.25, sigma2=1.0)
     assert fit.sigma2_method == "given"
+    assert (fit.n_rows, fit.n_cols) == (16, 4)
     assert fit.lambda_plus == pytest.approx(2.25)
     assert fit.lambda_minus == pytest.approx(0.25)
+    assert fit.spike_threshold == pytest.approx(tracy_widom_edge(16, 4, 0.05))
     assert fit.n_spikes == 1 and fit.spikes.tolist() == [10.0]
+    # BBP inverse: (1 + l)(1 + 0.25 / l) = 10
+    assert bbp_spike_location(fit.spike_strengths, 0.25)[0] == pytest.approx(10.0)
+    assert fit.significance == 0.05
+    assert fit.tw_quantile == pytest.approx(0.9793, abs=1e-4)
+    with pytest.raises(ValueError, match="significance"):
+        marchenko_pastur_fit(e, 0.25, significance=0.0)
+    with pytest.raises(ValueError, match="significance"):
+        marchenko_pastur_fit(e, 0.25, significance=0.9)
+    with pytest.raises(ValueError, match="estimator"):
+        marchenko_pastur_fit(e, 0.25, estimator="trimmed")
     with pytest.raises(ValueError, match="aspect_ratio"):
         marchenko_pastur_fit(e, 0.0)
     with pytest.raises(ValueError, match="sigma2"):
@@ -103,10 +124,165 @@ def test_spike_detected_for_rank_one_signal():
     u, v = u / u.norm(), v / v.norm()
     signal = 5.0 * math.sqrt(n) * (u @ v)  # eigenvalue of W^T W / N ~ 25 >> lambda_+ ~ 2.9
     w = _gauss(n, m, 5) + signal
-    fit = marchenko_pastur_fit(esd(w), m / n, edge_tolerance=0.03)
+    fit = marchenko_pastur_fit(esd(w), m / n)
     assert fit.n_spikes == 1
     assert fit.spikes[0] > 5 * fit.lambda_plus
     assert fit.spikes[0] == pytest.approx(esd(w).max())
+
+
+# --------------------------------------------------------------------------- Tracy-Widom
+
+
+def test_tracy_widom1_quantiles_match_the_published_table():
+    # TW1 percentiles tabulated in Johnstone 2001 (Table 1) to 4 decimals
+    table = {0.01: -3.8954, 0.05: -3.1804, 0.10: -2.7824, 0.30: -1.9104, 0.50: -1.2686,
+             0.70: -0.5923, 0.90: 0.4501, 0.95: 0.9793, 0.99: 2.0234}
+    for p, s in table.items():
+        assert tracy_widom1_quantile(p) == pytest.approx(s, abs=1e-4)
+        assert tracy_widom1_cdf(s) == pytest.approx(p, abs=1e-4)
+    with pytest.raises(ValueError, match="p must"):
+        tracy_widom1_quantile(1.0)
+
+
+def test_tracy_widom1_moments_match_the_literature():
+    # mean -1.2065335745820 and variance 1.6077810345810 (Bornemann 2010, Table 3), from
+    # E[S] = b - int_a^b F and E[S^2] = b^2 - int_a^b 2 s F on [a, b] = [-8, 8]
+    x, w = np.polynomial.legendre.leggauss(200)
+    s, ws = 8.0 * x, 8.0 * w
+    cdf = np.array([tracy_widom1_cdf(t) for t in s])
+    mean = 8.0 - float(np.sum(ws * cdf))
+    second = 64.0 - float(np.sum(ws * 2.0 * s * cdf))
+    assert mean == pytest.approx(-1.2065335745820, abs=1e-5)
+    assert second - mean**2 == pytest.approx(1.6077810345810, abs=1e-4)
+
+
+def test_tracy_widom_edge_is_calibrated_by_monte_carlo():
+    """The 5% and 1% edges are exceeded by ~5% and ~1% of pure-noise matrices."""
+    rng = np.random.default_rng(11)
+    for n, m in [(20, 50), (60, 15)]:
+        x = rng.standard_normal((2000, n, m))
+        top = np.linalg.eigvalsh(np.einsum("bij,bik->bjk", x, x) / n)[:, -1]
+        # binomial sd at 2000 draws: 0.5% (5%), 0.2% (1%)
+        assert 0.035 <= float(np.mean(top > tracy_widom_edge(n, m, 0.05))) <= 0.065
+        assert 0.002 <= float(np.mean(top > tracy_widom_edge(n, m, 0.01))) <= 0.02
+    # large matrices: the edge tends to lambda_plus = (1 + sqrt q)^2 at rate N^(-2/3)
+    big = tracy_widom_edge(10**6, 25 * 10**4, 0.05)
+    assert 2.25 < big < 2.25 * (1 + 1e-3)
+    with pytest.raises(ValueError, match="significance"):
+        tracy_widom_edge(10, 10, 0.6)
+
+
+def test_mp_quantile_against_direct_integration():
+    from scipy.integrate import quad
+    from scipy.optimize import brentq
+
+    for y in (0.25, 1.0):
+        a, b = (1 - math.sqrt(y)) ** 2, (1 + math.sqrt(y)) ** 2
+
+        def cdf(x, y=y, a=a, b=b):
+            return quad(lambda t: math.sqrt((b - t) * (t - a)) / (2 * math.pi * y * t), a, x,
+                        limit=200)[0]
+
+        for p in (0.1, 0.25, 0.5, 0.9):
+            ref = brentq(lambda x, p=p: cdf(x) - p, a + 1e-12, b)
+            assert _mp_quantile(y, np.array([p]))[0] == pytest.approx(ref, rel=1e-5, abs=1e-7)
+        # unit variance: the MP mean is 1
+        probs = (np.arange(20_000) + 0.5) / 20_000
+        assert float(np.mean(_mp_quantile(y, probs))) == pytest.approx(1.0, abs=1e-4)
+
+
+# --------------------------------------------------------------------------- spikes
+
+
+def _planted(n: int, m: int, seed: int, strengths: list[float]) -> torch.Tensor:
+    """Unit-variance noise plus orthogonal rank-one signals of strength l (units of sigma2)."""
+    g = torch.Generator().manual_seed(10_000 + seed)
+    u, _ = torch.linalg.qr(torch.randn(n, len(strengths), generator=g, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(m, len(strengths), generator=g, dtype=torch.float64))
+    scale = torch.tensor(strengths, dtype=torch.float64).sqrt()
+    return _gauss(n, m, seed) + math.sqrt(n) * (u * scale) @ v.T
+
+
+@pytest.mark.parametrize(("n", "m"), [(2000, 500), (500, 2000)])
+def test_no_spikes_in_pure_gaussian_matrices(n, m):
+    """Pure noise: spikes only at the chosen false-positive rate (the old edge count found one
+    in 2 of these 20 seeds at 2000 x 500 with the top eigenvalue 0.5-1.1% above lambda_plus).
+
+    At 5% the expected count of seeds with a spike is 1 of 20; P(>= 4 of 20) = 1.6%. At 1%
+    the expected count is 0.2; P(>= 2 of 20) = 1.7%. (Measured: 2 and 0 of 20 at 2000 x 500,
+    0 and 0 at 500 x 2000; 1000 x 1000 over 400 seeds: 6.8% and 1.8%.)
+    """
+    q = m / n
+    at_5, at_1 = 0, 0
+    for seed in range(20):
+        e = esd(_gauss(n, m, seed))
+        fit = marchenko_pastur_fit(e, q)
+        assert fit.sigma2 == pytest.approx(1.0, abs=0.006)  # sd 0.0015 over these seeds
+        at_5 += fit.n_spikes > 0
+        at_1 += marchenko_pastur_fit(e, q, significance=0.01).n_spikes > 0
+    assert at_5 <= 3
+    assert at_1 <= 1
+
+
+def test_false_positive_rate_with_estimated_variance():
+    """1000 pure-noise 40 x 100 matrices, sigma2 estimated: ~5% have a spike at the 5% level
+    (measured 5.4%; binomial sd 0.7%). Counting above lambda_plus instead flags 10.6%."""
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((1000, 40, 100))
+    nonzero = np.clip(np.linalg.eigvalsh(np.einsum("bij,bkj->bik", x, x) / 40), 0.0, None)
+    flagged = [marchenko_pastur_fit(np.concatenate([np.zeros(60), nz]), 2.5).n_spikes > 0
+               for nz in nonzero]
+    assert 0.035 <= float(np.mean(flagged)) <= 0.075
+
+
+@pytest.mark.parametrize(("n", "m", "strengths"), [(2000, 500, [3.0, 5.0, 10.0]),
+                                                   (500, 2000, [10.0, 20.0, 40.0])])
+def test_planted_spikes_found_at_bbp_positions(n, m, strengths):
+    """Three spikes well above the BBP threshold sqrt(q): exactly three found, at
+    (1 + l)(1 + q / l), with the noise variance and the MP edge unbiased by them."""
+    q = m / n
+    expected = bbp_spike_location(strengths, q)
+    assert np.all(expected > (1 + math.sqrt(q)) ** 2 * 1.5)
+    for seed in range(5):
+        e = esd(_planted(n, m, seed, strengths))
+        fit = marchenko_pastur_fit(e, q)
+        assert fit.n_spikes == 3
+        assert fit.sigma2 == pytest.approx(1.0, abs=0.01)  # measured |error| <= 0.0033
+        assert fit.lambda_plus == pytest.approx((1 + math.sqrt(q)) ** 2, rel=0.01)
+        # spike eigenvalues fluctuate by O(1/sqrt(N)): ~3% here, measured max 4.6%
+        np.testing.assert_allclose(fit.spikes, expected, rtol=0.1)
+        np.testing.assert_allclose(fit.spike_strengths, strengths, rtol=0.15)
+        # the old estimator (mean of all eigenvalues) puts the signal into the noise:
+        # sum(l) / M = 3.6% and 3.5% here
+        assert marchenko_pastur_fit(e, q, estimator="mean").sigma2 > 1.03
+
+
+def test_bulk_variance_with_many_spikes_and_given_scale():
+    sigma = 0.7
+    n, m = 2000, 500
+    strengths = list(np.linspace(1.0, 5.0, 25))  # all above sqrt(q) = 0.5
+    e = esd(sigma * _planted(n, m, 0, strengths))
+    fit = marchenko_pastur_fit(e, m / n)
+    assert fit.sigma2_method == "bulk"
+    assert fit.sigma2 == pytest.approx(sigma**2, rel=0.01)  # measured +-0.1% over seeds
+    assert fit.n_spikes == 25
+    assert marchenko_pastur_fit(e, m / n, estimator="mean").sigma2 > 1.1 * sigma**2
+    median = marchenko_pastur_fit(e, m / n, estimator="median")
+    assert median.sigma2_method == "median"
+    assert median.sigma2 == pytest.approx(sigma**2, rel=0.05)
+
+
+def test_sigma2_falls_back_when_there_is_no_bulk():
+    # an exact rank-one matrix: round-off is not a bulk; the mean is all that is left
+    g = torch.Generator().manual_seed(12)
+    w = torch.randn(300, 1, generator=g, dtype=torch.float64) @ torch.randn(
+        1, 300, generator=g, dtype=torch.float64)
+    fit = marchenko_pastur_fit(esd(w), 1.0)
+    assert fit.sigma2_method == "mean" and fit.n_spikes == 1
+    # half of the directions carry strong signal: the bulk is the noise on the other half
+    fit = marchenko_pastur_fit(esd(_planted(300, 300, 1, [100.0] * 150)), 1.0)
+    assert fit.n_spikes == 150
+    assert fit.sigma2 == pytest.approx(1.0, rel=0.05)
 
 
 # --------------------------------------------------------------------------- ranks
@@ -189,6 +365,31 @@ def test_power_law_alpha_errors():
         power_law_alpha(np.arange(1.0, 6.0))
     with pytest.raises(ValueError, match="NaN"):
         power_law_alpha([1.0, float("nan")], xmin=1.0)
+
+
+def test_power_law_reliability_flag():
+    # a 10 x 256 layer has 10 non-zero eigenvalues: the fit exists but is flagged
+    e = esd(_gauss(10, 256, 13))
+    fit = power_law_alpha(e[e > 1e-9 * e.max()])
+    assert fit.n_tail == 10 and not fit.reliable
+    assert "tail of 10 eigenvalues < 50" in fit.unreliable_reason
+    assert fit.min_reliable_tail == MIN_RELIABLE_TAIL == 50
+    # a heavy-tailed 1000 x 1000 matrix (Student-t entries, 2 degrees of freedom): long tail
+    rng = np.random.default_rng(14)
+    e = esd(rng.standard_t(2.0, (1000, 1000)))
+    fit = power_law_alpha(e[e > 0])
+    assert fit.reliable and fit.unreliable_reason == ""
+    assert fit.n_tail >= 100
+    assert fit.ks_distance <= 1.358 / math.sqrt(fit.n_tail)
+    # a bad fit on a long tail is flagged by its KS distance: uniform values, fixed xmin
+    x = np.random.default_rng(15).uniform(1.0, 2.0, 400)
+    bad = power_law_alpha(x, xmin=1.0)
+    assert not bad.reliable and bad.unreliable_reason.startswith("KS distance")
+    # the threshold is a parameter and is recorded
+    lenient = power_law_alpha(e[e > 0], min_reliable_tail=2)
+    assert lenient.min_reliable_tail == 2
+    with pytest.raises(ValueError, match="min_reliable_tail"):
+        power_law_alpha(x, xmin=1.0, min_reliable_tail=1)
 
 
 # --------------------------------------------------------------------------- distance from init
