@@ -71,7 +71,7 @@ def test_list_and_show(capsys):
     text = capsys.readouterr().out
     assert "double-descent" in text and "random-labels" in text
     assert main(["show", "double-descent"]) == 0
-    assert "ridge_lambda" in capsys.readouterr().out
+    assert "ridge_lambdas" in capsys.readouterr().out
 
 
 def test_console_script_bad_input_no_traceback(tmp_path):
@@ -88,9 +88,9 @@ def test_json_output_and_strict(tmp_path, capsys):
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["study"] == "double-descent" and result["config"]["seeds"] == 3
-    # An impossible claim setting (ridge strength so small it cannot remove the peak) fails,
-    # which is a result (exit 0) unless --strict asks for exit 1.
-    weak = ["--set", "ridge_lambda=1e-9"]
+    # An impossible claim setting (ridge penalties so small they cannot remove the peak)
+    # fails, which is a result (exit 0) unless --strict asks for exit 1.
+    weak = ["--set", "ridge_lambdas=1e-9"]
     assert main(args + weak) == 0
     assert json.loads(capsys.readouterr().out)["verdict"] != "reproduced"
     assert main(args + weak + ["--strict"]) == 1

@@ -7,15 +7,18 @@ from learnscope.studies.random_labels import RandomLabelsConfig
 
 
 def test_defaults_and_overrides_in_order():
-    cfg = build_config(DoubleDescentConfig, {"seeds": 2}, {"seeds": "4", "features": "5,100,300"})
-    assert cfg.seeds == 4 and cfg.features == (5, 100, 300)
+    cfg = build_config(DoubleDescentConfig, {"seeds": 2},
+                       {"seeds": "4", "feature_ratios": "0.05,1,3"})
+    assert cfg.seeds == 4 and cfg.feature_ratios == (0.05, 1.0, 3.0)
+    assert cfg.grid(cfg.feature_ratios, cfg.n_train) == [5, 100, 300]
     assert build_config(DoubleDescentConfig).n_train == 100
 
 
-@pytest.mark.parametrize("raw", ["[2, 5,9]", "2,5,9", [2, 5, 9], [2.0, 5, 9]])
+@pytest.mark.parametrize("raw", ["[0.2, 1,9]", "0.2,1,9", [0.2, 1, 9], [0.2, 1.0, 9]])
 def test_tuple_parsing(raw):
-    cfg = build_config(DoubleDescentConfig, {"sample_sizes": raw, "samplewise_features": 3})
-    assert cfg.sample_sizes == (2, 5, 9)
+    cfg = build_config(DoubleDescentConfig, {"sample_ratios": raw, "samplewise_features": 5})
+    assert cfg.sample_ratios == (0.2, 1.0, 9.0)
+    assert cfg.grid(cfg.sample_ratios, cfg.samplewise_features) == [1, 5, 45]
 
 
 @pytest.mark.parametrize("layer,match", [
@@ -24,8 +27,8 @@ def test_tuple_parsing(raw):
     ({"n_train": "2.5"}, "field 'n_train' expects int"),
     ({"n_train": -5}, "field 'n_train' must be >= 2"),
     ({"noise_sd": "nan"}, "field 'noise_sd' must be finite"),
-    ({"features": "10,20"}, "at least 3 values"),
-    ({"features": "200,300,400"}, "must span n_train"),
+    ({"feature_ratios": "0.5,2"}, "at least 3 values"),
+    ({"feature_ratios": "2,3,4"}, "must span 1, the interpolation threshold"),
     ({"n_train": True}, "expects int"),
 ])
 def test_bad_values_name_the_field(layer, match):
@@ -52,8 +55,8 @@ def test_parse_assignments():
 
 def test_toml(tmp_path):
     good = tmp_path / "c.toml"
-    good.write_text("seeds = 2\nfeatures = [10, 100, 300]\n")
-    assert build_config(DoubleDescentConfig, load_toml(good)).features == (10, 100, 300)
+    good.write_text("seeds = 2\nfeature_ratios = [0.1, 1, 3]\n")
+    assert build_config(DoubleDescentConfig, load_toml(good)).feature_ratios == (0.1, 1.0, 3.0)
     bad = tmp_path / "bad.toml"
     bad.write_text("seeds = [\n")
     with pytest.raises(ConfigError, match="not valid TOML"):

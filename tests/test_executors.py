@@ -12,8 +12,9 @@ import pytest
 
 from learnscope.cli import main
 
-SMALL = ["run", "double-descent", "--quick", "--seeds", "2", "--set", "features=10,50,100,200",
-         "--set", "sample_sizes=50,100,150", "--set", "poly_features=10,20,40",
+SMALL = ["run", "double-descent", "--quick", "--seeds", "2",
+         "--set", "feature_ratios=0.1,0.5,1,2", "--set", "sample_ratios=0.5,1,1.5",
+         "--set", "poly_ratios=0.5,1,2",
          "--set", "n_test=200", "--set", "mlp_widths=4,16", "--set", "mlp_epochs=20",
          "--set", "ew_seeds=1", "--set", "ew_max_step=1000"]
 
@@ -63,11 +64,12 @@ def test_same_records_with_every_executor(tmp_path, capsys):
         assert result["executor"] == name and result["trials"]["run_now"] == 34
         results[name] = (_records(out / "learnscope.db"), result["claims"])
     reference = results["local"]
-    # 16 random-feature trials x 4 records, 12 sample-wise/polynomial x 2, 4 MLPs x 4, 2
+    # 16 random-feature trials x 5 records (min-norm and tuned ridge MSEs, the chosen lambda),
+    # 12 sample-wise/polynomial x 2, 4 MLPs x 4, 2
     # epoch-wise curves x (train and test MSE at every step + 4 time scales)
     from learnscope.studies.double_descent_epochwise import log_steps
 
-    assert len(reference[0]) == 16 * 4 + 12 * 2 + 4 * 4 + 2 * (2 * len(log_steps(1000)) + 4)
+    assert len(reference[0]) == 16 * 5 + 12 * 2 + 4 * 4 + 2 * (2 * len(log_steps(1000)) + 4)
     for name in executors[1:]:
         assert results[name] == reference, name
 
@@ -78,6 +80,11 @@ def test_sigkilled_process_sweep_resumes(tmp_path, capsys):
     proc = subprocess.Popen([sys.executable, "-m", "learnscope.cli", *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
+    from learnscope.runner import resolve_config
+    from learnscope.studies import get_study
+
+    study = get_study("double-descent")
+    total = len(study.trials(resolve_config(study, quick=True, seeds=8)))
     db_path = tmp_path / "learnscope.db"
     deadline = time.time() + 180
     stored = 0
@@ -98,16 +105,16 @@ def test_sigkilled_process_sweep_resumes(tmp_path, capsys):
     db = sqlite3.connect(db_path, timeout=30)
     at_kill = db.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
     db.close()
-    assert 72 <= at_kill < 316
+    assert 72 <= at_kill < total
 
     assert main([*args, "--resume", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["trials"]["reused"] == at_kill and result["trials"]["total"] == 316
+    assert result["trials"]["reused"] == at_kill and result["trials"]["total"] == total
     db = sqlite3.connect(db_path)
     trials = db.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
     dups = db.execute("SELECT COUNT(*) FROM (SELECT run_id, trial_key, step, probe, key, meta, "
                       "COUNT(*) c FROM records GROUP BY 1,2,3,4,5,6 HAVING c > 1)").fetchone()[0]
     runs = db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
     db.close()
-    assert (trials, dups, runs) == (316, 0, 1)
+    assert (trials, dups, runs) == (total, 0, 1)
     assert result["verdict"] == "reproduced"

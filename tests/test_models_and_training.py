@@ -82,3 +82,17 @@ def test_divergence_is_detected_and_stops():
 def test_stop_at_train_accuracy():
     _, r = _train(0, lr=1e-2, stop_at_train_acc=0.5)
     assert r.fit_epoch == len(r.history) and r.history[-1].train_acc >= 0.5
+
+
+def test_ridge_path_equals_ridge_fit():
+    import numpy as np
+
+    from learnscope.models.regression import ridge_fit, ridge_path
+
+    rng = np.random.default_rng(0)
+    for n, p in ((30, 10), (10, 30)):
+        f, y = rng.standard_normal((n, p)), rng.standard_normal(n)
+        lams = np.array([1e-3, 0.1, 10.0])
+        path = ridge_path(f, y, lams)
+        for lam, coef in zip(lams, path, strict=True):
+            np.testing.assert_allclose(coef, ridge_fit(f, y, lam), rtol=1e-9, atol=1e-12)

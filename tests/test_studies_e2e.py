@@ -70,6 +70,35 @@ def test_quick_verdict(name, tmp_path):
     assert outcome.result["timings"]["total_s"] < 120
 
 
+def _neighbours():
+    from learnscope.runner import resolve_config
+
+    out = []
+    for name in STUDIES:
+        study = get_study(name)
+        for label, overrides in study.neighbours(resolve_config(study, quick=True)).items():
+            out.append(pytest.param(name, overrides, id=f"{name}: {label}"))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, overrides", _neighbours())
+def test_quick_verdict_at_neighbour(name, overrides, tmp_path):
+    """The robustness sweep: every gating claim also holds at the study's neighbouring
+    configurations (other seeds, sizes +-50%, another noise level)."""
+    outcome = run_study(name, quick=True, overrides=overrides, out=tmp_path)
+    failing = [c for c in outcome.result["claims"] if c["gating"] and not c["holds"]]
+    assert outcome.result["verdict"] == "reproduced", failing
+
+
+def test_every_study_declares_neighbours():
+    from learnscope.runner import resolve_config
+
+    for name in STUDIES:
+        study = get_study(name)
+        assert len(study.neighbours(resolve_config(study, quick=True))) >= 4, name
+
+
 @pytest.mark.slow
 def test_quick_numbers_are_measured(tmp_path):
     dd = run_study("double-descent", quick=True, out=tmp_path).result

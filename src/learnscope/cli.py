@@ -228,6 +228,31 @@ def tour(
 
 
 @app.command()
+def robustness(
+    study: Annotated[str, typer.Argument(help="study name (see `learnscope list`)")],
+    out_dir: OutOpt = Path("runs"),
+    strict: StrictOpt = False,
+    executor: ExecOpt = "local",
+    workers: WorkersOpt = None,
+) -> int:
+    """Run a study at its neighbouring configurations (other seeds, sizes +-50%, another noise
+    level; on top of its --quick size): every gating claim should hold at each."""
+    from learnscope.runner import check_robustness
+
+    _sigterm_as_interrupt()
+    outcomes = check_robustness(study, out=out_dir, progress=_Bar(True), executor=executor,
+                                workers=workers)
+    table = Table(title=f"{study}: robustness")
+    for col in ("configuration", "overrides", "verdict", "failing gating claims", "s"):
+        table.add_column(col, overflow="fold")
+    for o in outcomes:
+        table.add_row(o.name, ", ".join(f"{k}={v}" for k, v in o.overrides.items()), o.verdict,
+                      ", ".join(o.failing) or "-", f"{o.seconds:.0f}")
+    out.print(table)
+    return 1 if strict and any(o.verdict != "reproduced" for o in outcomes) else 0
+
+
+@app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="a run folder: OUT/<study>/<run-id>")]
            ) -> None:
     """Rebuild a run's report.html from the store."""

@@ -21,10 +21,10 @@ from typing import Any, Protocol
 
 import torch
 
+from learnscope.analysis import Analysis, jsonable, verdict
 from learnscope.config import StudyConfig, build_config, config_to_dict, load_toml, stable_hash
 from learnscope.errors import LearnscopeError
 from learnscope.exec import make_executor
-from learnscope.analysis import Analysis, jsonable, verdict
 from learnscope.store import RunInfo, RunStore
 from learnscope.store.sqlite import TrialWrite
 from learnscope.studies import get_study
@@ -206,6 +206,36 @@ def run_study(name: str, *, quick: bool = False, overrides: Mapping[str, Any] | 
         _atomic_write_json(run_dir / "result.json", result)
         store.set_run_status(run.run_id, "finished", v)
     return RunOutcome(run, run_dir, result, analysis)
+
+
+@dataclass
+class NeighbourOutcome:
+    """One configuration of a robustness sweep: its overrides, verdict and failing claims."""
+
+    name: str
+    overrides: dict[str, Any]
+    verdict: str
+    failing: list[str]
+    run_dir: Path
+    seconds: float
+
+
+def check_robustness(name: str, *, out: str | Path = "runs", quick: bool = True,
+                     progress: Progress | None = None, executor: str = "local",
+                     workers: int | None = None) -> list[NeighbourOutcome]:
+    """Run study ``name`` at each of its neighbouring configurations (on top of its ``--quick``
+    size by default) and report each verdict and the gating claims that failed."""
+    study = get_study(name)
+    base = resolve_config(study, quick=quick)
+    outcomes = []
+    for label, overrides in study.neighbours(base).items():
+        t0 = time.perf_counter()
+        outcome = run_study(name, quick=quick, overrides=overrides, out=out, progress=progress,
+                            executor=executor, workers=workers)
+        failing = [c["id"] for c in outcome.result["claims"] if c["gating"] and not c["holds"]]
+        outcomes.append(NeighbourOutcome(label, dict(overrides), outcome.result["verdict"],
+                                         failing, outcome.run_dir, time.perf_counter() - t0))
+    return outcomes
 
 
 def rebuild_report(run_dir: str | Path) -> Path:

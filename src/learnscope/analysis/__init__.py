@@ -21,9 +21,10 @@ from learnscope.analysis.claims import (
     monotone,
     peak_at,
     ratio,
+    stands_out,
     verdict,
 )
-from learnscope.analysis.curves import Curve, median_iqr
+from learnscope.analysis.curves import Curve, median_ci, median_iqr
 from learnscope.analysis.figures import (
     FigureData,
     Heatmap,
@@ -57,5 +58,5 @@ class Analysis:
 
 __all__ = ["Analysis", "Claim", "Curve", "FigureData", "Heatmap", "LinePlot", "Lines", "Marker",
            "Results", "Scatter", "SeriesData", "Table", "Test", "above", "all_of", "at_least", "at_most", "below",
-           "between", "claim", "evaluate", "jsonable", "median_iqr", "monotone", "peak_at",
-           "ratio", "verdict"]
+           "between", "claim", "evaluate", "jsonable", "median_ci", "median_iqr", "monotone", "peak_at",
+           "ratio", "stands_out", "verdict"]

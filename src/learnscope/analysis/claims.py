@@ -19,9 +19,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from learnscope.analysis.curves import Curve
+from learnscope.analysis.curves import Curve, median_ci
 
-__all__ = ["Claim", "Test", "above", "all_of", "at_least", "at_most", "below", "between", "claim",
+__all__ = ["Claim", "Test", "above", "all_of", "stands_out", "at_least", "at_most", "below", "between", "claim",
            "jsonable", "monotone", "peak_at", "ratio", "verdict"]
 
 
@@ -162,6 +162,26 @@ def peak_at(id: str, statement: str, curve: Curve, at: float, *, within: float =
     dist = abs(x_peak - at) / abs(at) if not math.isnan(x_peak) else math.nan
     return claim(id, statement, "relative_distance_of_peak", dist, at_most(within), gating=gating,
                  extra={f"peak_{curve.x_name}": x_peak, f"expected_{curve.x_name}": at})
+
+
+def stands_out(id: str, statement: str, curve: Curve, at: float,
+               neighbours: Sequence[float], *, level: float = 0.95, above_them: bool = True,
+               gating: bool = True) -> Claim:
+    """The curve at ``at`` stands above (``above_them=False``: does NOT stand above) its values
+    at the ``neighbours``, beyond the spread over trials: the lower end of the median's
+    distribution-free confidence interval at ``at`` exceeds the upper end at every neighbour
+    (grid points nearest to the given x). The measured numbers include the interval coverage
+    the trials allow (e.g. 0.75 with 3 seeds): the claim says what the seeds could decide.
+    """
+    lo, _, cov = median_ci(curve.values_at(at), level)
+    highs = {curve.nearest(x): median_ci(curve.values_at(x), level)[1] for x in neighbours}
+    gap = lo / max(highs.values()) if highs and max(highs.values()) > 0 else math.nan
+    test = above(1.0) if above_them else at_most(1.0)
+    name = f"ci_low_at_{curve.x_name}_{curve.nearest(at):g}_over_neighbours_ci_high"
+    return claim(id, statement, name, gap, test, gating=gating,
+                 extra={f"median_at_{curve.nearest(at):g}": curve.at(at),
+                        **{f"ci_high_at_{x:g}": h for x, h in highs.items()},
+                        "ci_coverage": cov, "trials": len(curve.values_at(at))})
 
 
 def _num(v: Any) -> float:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Curve", "median_iqr"]
+__all__ = ["Curve", "median_ci", "median_iqr"]
 
 
 def median_iqr(values: Sequence[float]) -> tuple[float, float, float]:
@@ -23,6 +23,35 @@ def median_iqr(values: Sequence[float]) -> tuple[float, float, float]:
         return math.nan, math.nan, math.nan
     q25, med, q75 = np.percentile(v, [25, 50, 75])
     return float(med), float(q25), float(q75)
+
+
+def median_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """A distribution-free confidence interval for the median: ``(lo, hi, coverage)``.
+
+    The order statistics ``(x_(k), x_(n+1-k))`` cover the median with probability
+    ``1 - 2 P(Binomial(n, 1/2) < k)`` whatever the distribution; ``k`` is the largest with a
+    coverage of at least ``level``. With too few values for ``level`` the interval is
+    ``(min, max)`` and the coverage it has is returned (3 values: 0.75): the claim that uses it
+    reports what it could decide. NaN when empty or when any value is NaN.
+
+    >>> median_ci([5.0, 1.0, 4.0, 2.0, 3.0, 9.0, 7.0, 8.0, 6.0, 10.0])  # x_(2), x_(9)
+    (2.0, 9.0, 0.978515625)
+    >>> median_ci([1.0, 2.0, 3.0])
+    (1.0, 3.0, 0.75)
+    """
+    v = np.sort(np.asarray(values, dtype=float))
+    n = v.size
+    if n == 0 or np.isnan(v).any():
+        return math.nan, math.nan, math.nan
+    cdf = np.cumsum([math.comb(n, i) for i in range(n + 1)]) / 2.0**n  # P(B <= i)
+
+    def coverage(k: int) -> float:
+        return 1.0 - 2.0 * (cdf[k - 1] if k >= 1 else 0.0)
+
+    k = 1
+    while k + 1 <= (n + 1) // 2 and coverage(k + 1) >= level:
+        k += 1
+    return float(v[k - 1]), float(v[n - k]), float(coverage(k))
 
 
 @dataclass(frozen=True)
@@ -85,6 +114,20 @@ class Curve:
     def _arg(self, pick: type[max] | type[min]) -> float:
         finite = [(y, x) for x, y in self if not math.isnan(y)]
         return pick(finite)[1] if finite else math.nan  # type: ignore[operator]
+
+    def values_at(self, x: float) -> tuple[float, ...]:
+        """The individual trials' numbers at the grid point nearest to ``x``."""
+        if not self.x:
+            return ()
+        i = min(range(len(self.x)), key=lambda j: abs(math.log(self.x[j] / x))
+                if self.x[j] > 0 and x > 0 else abs(self.x[j] - x))
+        return self.values[i]
+
+    def nearest(self, x: float) -> float:
+        """The grid point nearest to ``x`` (on a log scale for positive values)."""
+        i = min(range(len(self.x)), key=lambda j: abs(math.log(self.x[j] / x))
+                if self.x[j] > 0 and x > 0 else abs(self.x[j] - x))
+        return self.x[i]
 
     def between(self, lo: float = -math.inf, hi: float = math.inf) -> Curve:
         """The part of the curve with ``lo <= x <= hi``."""

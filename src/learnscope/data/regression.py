@@ -21,13 +21,18 @@ class RegressionData:
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    x_val: np.ndarray | None = None
+    """Held-out points with noisy targets like the training ones (for tuning a penalty)."""
+    y_val: np.ndarray | None = None
 
 
-def linear_teacher(n_train: int, n_test: int, d: int, noise_sd: float, *, seed: int
-                   ) -> RegressionData:
+def linear_teacher(n_train: int, n_test: int, d: int, noise_sd: float, *, seed: int,
+                   n_val: int = 0) -> RegressionData:
     """Gaussian inputs in ``d`` dimensions, ``y = x . beta + N(0, noise_sd^2)``, ``||beta|| = 1``.
 
     Test targets carry no noise, so the test MSE is the excess risk plus nothing else.
+    ``n_val`` held-out points with noisy targets are drawn after everything else, so the
+    training and test data do not depend on it.
     """
     rng = numpy_rng(seed, "linear-teacher")
     beta = rng.standard_normal(d)
@@ -35,7 +40,11 @@ def linear_teacher(n_train: int, n_test: int, d: int, noise_sd: float, *, seed: 
     x = rng.standard_normal((n_train, d))
     xt = rng.standard_normal((n_test, d))
     y = x @ beta + noise_sd * rng.standard_normal(n_train)
-    return RegressionData(x, y, xt, xt @ beta)
+    if not n_val:
+        return RegressionData(x, y, xt, xt @ beta)
+    xv = rng.standard_normal((n_val, d))
+    yv = xv @ beta + noise_sd * rng.standard_normal(n_val)
+    return RegressionData(x, y, xt, xt @ beta, xv, yv)
 
 
 def random_relu_features(x: np.ndarray, x_test: np.ndarray, p: int, *, seed: int

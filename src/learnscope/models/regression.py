@@ -30,6 +30,19 @@ def ridge_fit(features: np.ndarray, targets: np.ndarray, lam: float) -> np.ndarr
     return features.T @ np.linalg.solve(features @ features.T + lam * n * np.eye(n), targets)
 
 
+def ridge_path(features: np.ndarray, targets: np.ndarray, lams: np.ndarray) -> np.ndarray:
+    """Ridge coefficients for every ``lam`` in ``lams`` from one SVD, shape ``(len(lams), p)``:
+    the solutions of ``(F^T F + lam * n * I) a = F^T y`` (as :func:`ridge_fit`)."""
+    lams = np.asarray(lams, dtype=float)
+    if np.any(lams <= 0):
+        raise ValueError("ridge lambdas must be positive")
+    n = features.shape[0]
+    u, s, vt = np.linalg.svd(features, full_matrices=False)
+    uty = u.T @ targets
+    shrink = s / (s**2 + lams[:, None] * n)  # (L, r)
+    return (shrink * uty) @ vt
+
+
 def gd_least_squares_path(features: np.ndarray, targets: np.ndarray, lr: float,
                           steps: np.ndarray) -> np.ndarray:
     """Coefficients of full-batch gradient descent from zero on ``||F a - y||^2 / (2 n)``.

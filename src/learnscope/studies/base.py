@@ -163,6 +163,14 @@ class Study(Generic[Cfg]):
     def notes(self, cfg: Cfg, results: Results) -> list[str]:
         return []
 
+    def neighbours(self, cfg: Cfg) -> dict[str, dict[str, Any]]:
+        """Neighbouring configurations under which every gating claim must still hold: named
+        overrides applied on top of ``cfg`` (the ``--quick`` size in the robustness sweep):
+        other seeds, sizes changed by about 50%, another noise level. ``learnscope robustness
+        STUDY`` runs them; a claim that holds only where it was written is not a reproduction.
+        Studies extend this (``super().neighbours(cfg) | {...}``)."""
+        return {"other seeds": {"seed": cfg.seed + 1000}}
+
     @classmethod
     def about(cls) -> str:
         """The study's explanation (its module's docstring), reflowed: one line per paragraph

@@ -25,6 +25,7 @@ layer settling after the third).
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from learnscope.analysis import Claim, Heatmap, LinePlot, Lines, Results
 from learnscope.analysis.claims import above, claim, monotone
@@ -80,6 +81,14 @@ class LayerConvergence(Study[LayerConvergenceConfig]):
 
     def parts(self, cfg: LayerConvergenceConfig) -> list[Part]:
         return [part("train", train_seeds, batch_by=[], seed=cfg.seed_list())]
+
+    def neighbours(self, cfg: LayerConvergenceConfig) -> dict[str, dict[str, Any]]:
+        return super().neighbours(cfg) | {
+            "narrower": {"hidden": cfg.hidden // 2, "seed": cfg.seed + 3},
+            "deeper, narrower": {"depth": cfg.depth + 2, "hidden": cfg.hidden // 2},
+            "larger step": {"lr": cfg.lr * 2},
+            "four seeds": {"seeds": 4, "seed": cfg.seed + 11},
+        }
 
     def claims(self, cfg: LayerConvergenceConfig, results: Results) -> list[Claim]:
         claims = []

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -122,6 +123,20 @@ class Superposition(Study[SuperpositionConfig]):
             parts.append(part("finite", train_finite, batch_by=["T"], T=sorted(cfg.fin_train_sizes),
                               seed=[cfg.seed + s for s in range(cfg.fin_seeds)]))
         return parts
+
+    def neighbours(self, cfg: SuperpositionConfig) -> dict[str, dict[str, Any]]:
+        return super().neighbours(cfg) | {
+            "twice the size": {"n_features": 2 * cfg.n_features, "m_hidden": 2 * cfg.m_hidden},
+            "half the size": {"n_features": cfg.n_features // 2,
+                              "m_hidden": max(1, (cfg.m_hidden + 1) // 2)},
+            "slower importance decay": {"importance_decays": [0.8], "seed": cfg.seed + 3},
+            "faster importance decay": {"importance_decays": [0.6]},
+            "finite data: n x2, sparser": {
+                "fin_n_features": 2 * cfg.fin_n_features,
+                "fin_sparsity": 1 - (1 - cfg.fin_sparsity) / 2,  # as many active features
+                "fin_train_sizes": sorted({min(cfg.fin_train_sizes)}
+                                          | {2 * t for t in cfg.fin_train_sizes})},
+        }
 
     def claims(self, cfg: SuperpositionConfig, results: Results) -> list[Claim]:
         m = cfg.m_hidden
