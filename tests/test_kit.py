@@ -220,3 +220,37 @@ def test_a_batch_is_stored_whole_or_not_at_all(tmp_path):
         assert store.save_trials(run.run_id, batch[:1] + [TrialWrite("b", {}, [])]) == 2
         assert store.save_trials(run.run_id, batch[:1]) == 0  # already stored: skipped
         assert store.finished_keys(run.run_id) == {"a", "b"}
+
+
+def test_median_ci_by_hand():
+    from math import comb
+
+    from learnscope.analysis import median_ci
+
+    # 10 values: (x_(2), x_(9)) covers the median with 1 - 2 * (1 + 10) / 1024
+    lo, hi, cov = median_ci([float(v) for v in range(10, 0, -1)])
+    assert (lo, hi) == (2.0, 9.0) and cov == pytest.approx(1 - 2 * 11 / 1024)
+    # 20 values at 95%: k = 6 is the largest with coverage >= 0.95
+    lo, hi, cov = median_ci([float(v) for v in range(1, 21)])
+    assert (lo, hi) == (6.0, 15.0)
+    assert cov == pytest.approx(1 - 2 * sum(comb(20, i) for i in range(6)) / 2**20)
+    assert median_ci([1.0, 2.0, 3.0]) == (1.0, 3.0, 0.75)  # too few for 95%: what 3 allow
+    assert all(math.isnan(v) for v in median_ci([1.0, NAN, 2.0]))
+
+
+def test_stands_out_uses_the_spread_over_seeds():
+    from learnscope.analysis.claims import stands_out
+
+    def curve(groups):
+        return Curve.from_groups(groups, "p", "mse")
+
+    peaked = curve({50: [1.0, 1.2, 0.9, 1.1], 100: [9.0, 20.0, 12.0, 15.0],
+                    200: [0.5, 0.6, 0.4, 0.7]})
+    c = stands_out("s", "", peaked, 100, [50, 200])
+    assert c.holds and c.measured["ci_coverage"] == pytest.approx(0.875)  # 4 seeds: min..max
+    assert c.measured["ci_high_at_50"] == 1.2 and c.measured["median_at_100"] == 13.5
+    # one low seed at the peak overlaps the neighbours' spread: undecided, so it does not hold
+    overlap = curve({50: [1.0, 1.2, 0.9, 1.1], 100: [1.1, 20.0, 12.0, 15.0],
+                     200: [0.5, 0.6, 0.4, 0.7]})
+    assert not stands_out("s", "", overlap, 100, [50, 200]).holds
+    assert stands_out("s", "", overlap, 100, [50, 200], above_them=False).holds
