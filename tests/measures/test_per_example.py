@@ -9,12 +9,17 @@ import pytest
 import torch
 
 from learnscope.measures.per_example import (
+    DEFAULT_SUSPICION_METHOD,
+    SUSPICION_METHODS,
     PerExampleTracker,
+    area_under_margin,
     data_map,
+    detection_auroc,
     forgetting_events,
     learned_epoch,
     margin,
     rank_suspicious,
+    unfitted_fraction,
 )
 
 torch.set_num_threads(1)
@@ -113,28 +118,115 @@ def test_ranking_puts_planted_mislabeled_first():
     # flips (memorised then forgotten) several times, low probability of its label
     correct[:, 4] = [F, F, T, F, F, T, F, F, T, T]
     prob[:, 4] = [0.05, 0.1, 0.55, 0.1, 0.1, 0.6, 0.2, 0.2, 0.6, 0.7]
-    r = rank_suspicious(correct, prob)
+    r = rank_suspicious(correct, prob, method="combined")
     assert r.indices[0] == 4
     assert r.indices[1] == 1
+    assert r.method == "combined"
     assert r.confidence_source == "prob_true" and r.weights == (1.0, 1.0, 1.0)
+    assert r.aum is None and r.fit_weighted_aum is None  # no margins given
     # components by hand for the planted example
     assert r.lateness[4] == pytest.approx(8 / 10)
     assert r.forgetting[4] == pytest.approx(2 / 5)
     assert r.low_confidence[4] == pytest.approx(1 - prob[:, 4].mean())
     assert r.scores[4] == pytest.approx((r.low_confidence[4] + 0.8 + 0.4) / 3)
-    # margins and correct-only variants agree on the top example
+    # every method (margins, correct-only variants) agrees on the top example
     marg = np.where(correct, 2.0, -2.0)
-    assert rank_suspicious(correct, margins=marg).indices[0] == 4
-    assert rank_suspicious(correct).indices[0] == 4
+    for method in SUSPICION_METHODS:
+        assert rank_suspicious(correct, margins=marg, method=method).indices[0] == 4
+    assert rank_suspicious(correct, method="combined").indices[0] == 4
+    assert rank_suspicious(correct, method="confidence").indices[0] == 4
+    # with both, the confidence term comes from prob_true
+    both = rank_suspicious(correct, prob, margins=marg, method="confidence")
+    assert both.confidence_source == "prob_true"
+    np.testing.assert_allclose(both.scores, 1 - prob.mean(axis=0))
     with pytest.raises(ValueError, match="weights"):
-        rank_suspicious(correct, weights=(1.0, -1.0, 1.0))
-    with pytest.raises(ValueError, match="not both"):
-        rank_suspicious(correct, prob, margins=marg)
+        rank_suspicious(correct, method="combined", weights=(1.0, -1.0, 1.0))
+
+
+def test_unfitted_fraction_and_area_under_margin_by_hand():
+    c = np.array([[F, F, F, T], [T, F, T, T], [T, T, T, T]])
+    assert unfitted_fraction(c).tolist() == [0.75, 0.25, 0.0]
+    m = np.array([[-1.0, -2.0, -0.5, 1.0], [1.0, -1.0, 2.0, 2.0], [3.0, 10.0, 3.0, 5.0]])
+    np.testing.assert_allclose(area_under_margin(m), [1.0, 7 / 3, 1.5, 8 / 3])
+    np.testing.assert_allclose(area_under_margin(m, [0.75, 0.25, 0.0]), [-0.5, -1.75, 0.125, 1.25])
+    np.testing.assert_allclose(area_under_margin(m, [2.0, 0.0, 0.0]), m[0])  # scale-free
+    with pytest.raises(ValueError, match="shape"):
+        area_under_margin(m, [1.0, 1.0])
+    with pytest.raises(ValueError, match="positive sum"):
+        area_under_margin(m, [0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="non-negative"):
+        area_under_margin(m, [1.0, -1.0, 1.0])
+    with pytest.raises(ValueError, match="NaN"):
+        area_under_margin(np.array([[np.nan, 1.0]]))
+
+
+def test_fit_weighted_aum_ranking_by_hand():
+    """Example 1 is wrong while the network learns and memorised at the end (margin 10):
+    plain AUM ranks it third, the fit-weighted AUM (weights 3/4, 1/4, 0) first."""
+    c = np.array([[F, F, F, T], [T, F, T, T], [T, T, T, T]])
+    m = np.array([[-1.0, -2.0, -0.5, 1.0], [1.0, -1.0, 2.0, 2.0], [3.0, 10.0, 3.0, 5.0]])
+    r = rank_suspicious(c, margins=m)
+    assert r.method == "fit_weighted_aum"
+    np.testing.assert_allclose(r.epoch_weights, [0.75, 0.25, 0.0])
+    np.testing.assert_allclose(r.fit_weighted_aum, [-0.5, -1.75, 0.125, 1.25])
+    np.testing.assert_allclose(r.scores, [0.5, 1.75, -0.125, -1.25])
+    assert r.indices.tolist() == [1, 0, 2, 3]
+    np.testing.assert_allclose(r.aum, [1.0, 7 / 3, 1.5, 8 / 3])
+    plain = rank_suspicious(c, margins=m, method="aum")
+    np.testing.assert_allclose(plain.scores, [-1.0, -7 / 3, -1.5, -8 / 3])
+    assert plain.indices.tolist() == [0, 2, 1, 3]
+    # low_confidence from the margins' sigmoid when no prob_true is given
+    assert plain.confidence_source == "margin_sigmoid"
+    np.testing.assert_allclose(plain.low_confidence, 1 - (1 / (1 + np.exp(-m))).mean(axis=0))
+
+
+def test_fit_weighted_aum_falls_back_to_plain_when_always_fitted():
+    c = np.ones((3, 2), dtype=bool)
+    m = np.array([[1.0, 4.0], [2.0, 1.0], [6.0, 1.0]])
+    r = rank_suspicious(c, margins=m)
+    np.testing.assert_allclose(r.epoch_weights, [1.0, 1.0, 1.0])
+    np.testing.assert_allclose(r.fit_weighted_aum, [3.0, 2.0])
+    np.testing.assert_allclose(r.fit_weighted_aum, r.aum)
+    assert r.indices.tolist() == [1, 0]
+
+
+def test_ranking_method_errors():
+    c = np.array([[T, F], [T, T]])
+    for method in ("fit_weighted_aum", "aum"):
+        with pytest.raises(ValueError, match="needs margins"):
+            rank_suspicious(c, np.full((2, 2), 0.5), method=method)
+    with pytest.raises(ValueError, match="method must be one of"):
+        rank_suspicious(c, margins=np.ones((2, 2)), method="forgetting")
+    with pytest.raises(ValueError, match="margins has shape"):
+        rank_suspicious(c, margins=np.ones((3, 2)))
+
+
+def test_detection_auroc_by_hand_and_by_pairs():
+    scores = np.array([3.0, 1.0, 2.0, 2.0, 0.0])
+    positive = np.array([True, False, True, False, False])
+    # pairs (pos, neg): 3 beats all 3; 2 beats 1 and 0 and ties 2 -> (3 + 2.5) / 6
+    assert detection_auroc(scores, positive) == pytest.approx(5.5 / 6)
+    assert detection_auroc(-scores, positive) == pytest.approx(0.5 / 6)
+    assert detection_auroc(torch.tensor(scores), torch.tensor(positive).int()) == pytest.approx(
+        5.5 / 6)
+    rng = np.random.default_rng(3)
+    s = rng.integers(0, 6, 200).astype(float)  # many ties
+    pos = rng.random(200) < 0.3
+    diff = s[pos][:, None] - s[~pos][None, :]
+    assert detection_auroc(s, pos) == pytest.approx((diff > 0).mean() + 0.5 * (diff == 0).mean())
+    with pytest.raises(ValueError, match="one positive and one negative"):
+        detection_auroc(scores, np.zeros(5, dtype=bool))
+    with pytest.raises(ValueError, match="one length"):
+        detection_auroc(scores, positive[:3])
+    with pytest.raises(ValueError, match="boolean"):
+        detection_auroc(scores, np.full(5, 2))
+    with pytest.raises(ValueError, match="NaN"):
+        detection_auroc([np.nan, 1.0], [True, False])
 
 
 def test_ranking_ties_by_index_and_never_learned():
     c = np.array([[T, F, T], [T, F, T]])
-    r = rank_suspicious(c)
+    r = rank_suspicious(c, method="combined")
     assert r.indices.tolist() == [1, 0, 2]
     assert r.lateness.tolist() == [0.0, 1.0, 0.0]
 
@@ -162,8 +254,19 @@ def test_tracker_eval_full_epochs():
     assert np.allclose(h.margins, np.where(HISTORY, 2.0, -2.0))
     assert np.allclose(h.data_map.confidence, h.prob_true.mean(axis=0))
     assert h.data_map.correctness_method == "correct"
-    assert h.ranking.indices.tolist() == rank_suspicious(HISTORY, h.prob_true).indices.tolist()
-    assert set(h.ranking.indices[:2].tolist()) == {3, 4}  # flip-flopping and never learned
+    want = rank_suspicious(HISTORY, h.prob_true, margins=h.margins)
+    assert h.ranking.method == DEFAULT_SUSPICION_METHOD == "fit_weighted_aum"
+    assert h.ranking.indices.tolist() == want.indices.tolist()
+    # margins are +-2: the fit-weighted AUM is 2 * (weighted fraction correct) - 1, with epoch
+    # weights 3/5, 3/5, 3/5, 2/5, 1/5 (fraction misclassified): never learned (4), then wrong
+    # for the three heavy epochs (2), then the flip-flopping one (3)
+    np.testing.assert_allclose(h.ranking.fit_weighted_aum, [1.0, 1.0, -1.0, 1 / 3, -2.0])
+    assert h.ranking.indices.tolist()[:3] == [4, 2, 3]
+    combined = tr.compute(method="combined").ranking
+    assert combined.method == "combined"
+    assert set(combined.indices[:2].tolist()) == {3, 4}  # flip-flopping and never learned
+    with pytest.raises(ValueError, match="method must be one of"):
+        tr.compute(method="forgetting")
 
 
 def test_tracker_online_batches():

@@ -10,7 +10,14 @@ import torch
 from torch import nn
 
 from learnscope.measures._readonly import on_model_device
-from learnscope.measures.per_example import PerExampleHistory, PerExampleTracker, margin
+from learnscope.measures.per_example import (
+    DEFAULT_SUSPICION_METHOD,
+    SUSPICION_METHODS,
+    PerExampleHistory,
+    PerExampleTracker,
+    detection_auroc,
+    margin,
+)
 from learnscope.probes.base import Probe, ProbeContext, eval_mode
 from learnscope.probes.checks import check_int, check_schedule
 from learnscope.probes.schedule import Schedule, per_epoch
@@ -26,7 +33,7 @@ class PerExampleProbe(Probe):
     evaluation pass over ``inputs`` records each example's correctness, probability of its
     assigned label and margin (a ``PerExampleTracker`` with ``source="eval"``); when the scope
     closes, the learning time, forgetting events, data-map coordinates and a ranking of the
-    most suspicious (memorised / mislabeled-looking) examples.
+    most suspicious (mislabeled / memorised-looking) examples.
 
     Each run records ``fraction_correct``, ``mean_margin`` and ``mean_prob_true`` (meta
     ``subset="all"``), and with ``noisy_mask`` also ``fraction_correct`` on ``subset="noisy"``
@@ -34,10 +41,19 @@ class PerExampleProbe(Probe):
     ``mean_learned_epoch`` (the epoch of the measurement from which an example stays
     correct, averaged over the learned ones), ``n_forgetting_events``,
     ``n_forgotten_examples`` (at least one event), one ``suspicious_example`` record per rank
-    ``r < top_k`` (value = example index; meta: rank, score, confidence, variability,
-    learned_epoch, forgetting) and, with ``noisy_mask``, ``suspicious_precision_at_k`` (the
-    fraction of those ``top_k`` that are truly noisy). ``history()`` returns the full
+    ``r < top_k`` (value = example index; meta: rank, score, method, aum, fit_weighted_aum,
+    confidence, variability, learned_epoch, forgetting) and, with ``noisy_mask``,
+    ``suspicious_precision_at_k`` (the fraction of those ``top_k`` that are truly noisy) and
+    ``suspicious_auroc`` (the probability that a random noisy example is ranked above a random
+    clean one, over all ``n`` examples). ``history()`` returns the full
     :class:`~learnscope.measures.per_example.PerExampleHistory`.
+
+    The ranking's score is ``rank_by`` (meta ``method``; see
+    :func:`~learnscope.measures.per_example.rank_suspicious`): by default
+    ``"fit_weighted_aum"``, the area under the margin with each measurement weighted by the
+    fraction of ``inputs`` still misclassified then; ``"aum"`` (plain area under the margin),
+    ``"confidence"`` (1 - data-map confidence) and ``"combined"`` (confidence, lateness and
+    forgetting, equally weighted) are the alternatives.
 
     Each measurement is one "epoch" of the tracker, so forgetting counts changes between
     consecutive runs of this probe: use ``per_epoch()`` (the default) for Toneva et al.'s
@@ -45,7 +61,8 @@ class PerExampleProbe(Probe):
 
     Cost: forward (its own batched pass over ``inputs``, not the scope's data).
     Sources: Toneva et al. 2019 (forgetting events); Swayamdipta et al. 2020 (data maps);
-    Arpit et al. 2017 (noisy labels are learned late, by memorisation).
+    Pleiss et al. 2020 (area under the margin); Arpit et al. 2017 (noisy labels are learned
+    late, by memorisation).
 
     Args:
         inputs: the training inputs (or a fixed subset of them), ``(n, ...)``.
@@ -54,16 +71,18 @@ class PerExampleProbe(Probe):
         noisy_mask: optional bool ``(n,)``, True where the label was corrupted.
         top_k: how many suspicious examples to report.
         batch_size: batch size of the evaluation pass.
+        rank_by: the suspicion score, one of ``SUSPICION_METHODS``.
     """
 
     name = "per_example"
     cost = "forward"
-    source = "Toneva et al. 2019; Swayamdipta et al. 2020; Arpit et al. 2017"
+    source = "Toneva et al. 2019; Swayamdipta et al. 2020; Pleiss et al. 2020; Arpit et al. 2017"
     needs_activations = False
     needs_outputs = False
 
     def __init__(self, inputs: Any, targets: Any, *, schedule: Schedule | None = None,
-                 noisy_mask: Any = None, top_k: int = 20, batch_size: int = 4096) -> None:
+                 noisy_mask: Any = None, top_k: int = 20, batch_size: int = 4096,
+                 rank_by: str = DEFAULT_SUSPICION_METHOD) -> None:
         self.schedule = check_schedule(schedule, per_epoch())
         self.inputs = torch.as_tensor(inputs)
         if self.inputs.ndim < 1 or self.inputs.shape[0] == 0:
@@ -91,6 +110,9 @@ class PerExampleProbe(Probe):
             self.noisy_mask = mask
         self.top_k = check_int(top_k, "top_k", 1)
         self.batch_size = check_int(batch_size, "batch_size", 1)
+        if rank_by not in SUSPICION_METHODS:
+            raise ValueError(f"rank_by must be one of {SUSPICION_METHODS}, got {rank_by!r}")
+        self.rank_by = rank_by
         self._tracker = PerExampleTracker(n)
         self._steps: list[int] = []
         self._epochs: list[int] = []
@@ -141,7 +163,7 @@ class PerExampleProbe(Probe):
         """Everything the tracker computed from the measurements so far (``[measurement,
         example]`` histories, learned epoch as a measurement index, forgetting, data map,
         ranking). ValueError before the first measurement."""
-        return self._tracker.compute()
+        return self._tracker.compute(method=self.rank_by)
 
     def finish(self, ctx: ProbeContext) -> list[Record]:
         recs: list[Record] = []
@@ -167,16 +189,28 @@ class PerExampleProbe(Probe):
         ranking, dmap = hist.ranking, hist.data_map
         k = min(self.top_k, n)
         top = ranking.indices[:k]
-        weights = list(ranking.weights)
+        assert ranking.aum is not None and ranking.fit_weighted_aum is not None  # eval margins
         for rank, idx in enumerate(top.tolist()):
+            extra = {"weights": list(ranking.weights)} if ranking.method == "combined" else {}
             recs.append(Record("suspicious_example", float(idx), meta={
-                "rank": rank, "score": float(ranking.scores[idx]),
+                "rank": rank, "score": float(ranking.scores[idx]), "method": ranking.method,
+                "aum": float(ranking.aum[idx]),
+                "fit_weighted_aum": float(ranking.fit_weighted_aum[idx]),
                 "confidence": float(dmap.confidence[idx]),
                 "variability": float(dmap.variability[idx]),
                 "learned_epoch": int(learned_at[idx]), "forgetting": int(events[idx]),
-                "weights": weights, "source": "eval"}))
+                "source": "eval"} | extra))
         if self.noisy_mask is not None:
-            precision = float(self.noisy_mask.numpy()[top].mean())
-            recs.append(Record("suspicious_precision_at_k", precision,
-                               meta=meta | {"k": k, "n_noisy": int(self.noisy_mask.sum())}))
+            noisy = self.noisy_mask.numpy()
+            n_noisy = int(noisy.sum())
+            rmeta = meta | {"method": ranking.method, "n_noisy": n_noisy}
+            recs.append(Record("suspicious_precision_at_k", float(noisy[top].mean()),
+                               meta=rmeta | {"k": k}))
+            if 0 < n_noisy < n:
+                auc = detection_auroc(ranking.scores, noisy)
+                recs.append(Record("suspicious_auroc", auc, meta=rmeta))
+            else:
+                recs.append(Record("suspicious_auroc", math.nan, meta=rmeta | {
+                    "note": "needs both noisy and clean examples"}))
         return recs
+
