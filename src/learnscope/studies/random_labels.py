@@ -13,8 +13,8 @@ Random labels follow Zhang et al.: the chosen fraction of labels is replaced by 
 class, so about 10% of them keep their true class ("labels changed" column). The label
 conditions of one seed share their inputs and train as one stack of models.
 
-Claims: every seed fits 100% random labels; test accuracy with random labels is at chance
-(within 4 binomial standard errors of the test set); the epochs needed exceed the clean ones by
+Claims: every seed fits 100% random labels; test accuracy with random labels is no better than
+chance (at most 1/10 plus 4 binomial standard errors of the test set); the epochs needed exceed the clean ones by
 less than an order of magnitude (Zhang et al. measured 1.5-3.5x; this MLP with SGD takes 2-5x);
 test accuracy falls with the noise fraction. "Fit time grows with the noise fraction" is
 reported but not gating: at this size it saturates above ~25% noise.
@@ -32,8 +32,8 @@ from learnscope.analysis.claims import (
     above,
     all_of,
     at_least,
+    at_most,
     below,
-    between,
     claim,
     monotone,
     ratio,
@@ -115,8 +115,9 @@ class RandomLabels(Study[RandomLabelsConfig]):
                   f"training accuracy (every seed, within {cfg.max_epochs} epochs)",
                   "seeds_fitted", rand.count_finite("epochs_to_fit"), at_least(len(rand)),
                   extra={"median_epochs": rand.median("epochs_to_fit")}),
-            claim("random-labels-test-at-chance", "test accuracy with random labels is at "
-                  "chance: within 4 binomial standard errors of the test set of 1/classes",
+            claim("random-labels-test-at-chance", "test accuracy with random labels is no "
+                  "better than chance: at most 1/classes plus 4 binomial standard errors of the "
+                  "test set",
                   "test_acc", rand.median("test_acc"), _chance(cfg)),
             ratio("fit-time-small-factor", "fitting random labels takes longer than clean "
                   "labels, but only a small constant factor: less than an order of magnitude "
@@ -130,7 +131,7 @@ class RandomLabels(Study[RandomLabelsConfig]):
         if len(pixels):
             claims.append(all_of(
                 "random-pixels-fit", "Gaussian-noise inputs with the true labels are fitted too "
-                "(every seed), and test accuracy on real images is at chance",
+                "(every seed), and test accuracy on real images is no better than chance",
                 {"seeds_fitted": (pixels.count_finite("epochs_to_fit"), at_least(len(pixels))),
                  "test_acc": (pixels.median("test_acc"), _chance(cfg))},
                 extra={"median_epochs": pixels.median("epochs_to_fit")}))
@@ -177,10 +178,11 @@ class RandomLabels(Study[RandomLabelsConfig]):
 
 
 def _chance(cfg: RandomLabelsConfig) -> Test:
-    """Chance accuracy 1/10 give or take 4 standard errors of a binomial over the test set."""
+    """No better than chance: at most 1/10 plus 4 standard errors of a binomial over the test
+    set. One-sided: a net whose predictions on real images pile onto a few classes can score
+    below 1/10 (measured: 0.02-0.17 for Gaussian-pixel nets), which is still no generalisation."""
     n_test = 1797 - cfg.n_train
-    se = math.sqrt(CHANCE * (1 - CHANCE) / n_test)
-    return between(CHANCE - 4 * se, CHANCE + 4 * se)
+    return at_most(CHANCE + 4 * math.sqrt(CHANCE * (1 - CHANCE) / n_test))
 
 
 def train_labels(cfg: RandomLabelsConfig, trials: list[Trial]) -> list[TrialOutput]:
