@@ -176,8 +176,9 @@ class DoubleDescent(Study[DoubleDescentConfig]):
                                               "noise_sd": cfg.noise_sd * 2},
             "other thresholds": {"samplewise_features": round(cfg.samplewise_features * 0.6),
                                  "poly_points": round(cfg.poly_points * 1.5), "seed": 7},
-            "epoch-wise: fewer fast features, more points": {
-                "ew_dim_fast": cfg.ew_dim_fast // 2, "ew_n_train": round(cfg.ew_n_train * 1.5)},
+            "epoch-wise: half the fast features": {"ew_dim_fast": cfg.ew_dim_fast // 2},
+            "epoch-wise: more points, more noise": {"ew_n_train": round(cfg.ew_n_train * 1.5),
+                                                    "ew_noise_sd": cfg.ew_noise_sd * 1.5},
         }
 
     def claims(self, cfg: DoubleDescentConfig, results: Results) -> list[Claim]:
