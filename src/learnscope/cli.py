@@ -261,6 +261,38 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run folder: OUT/<stud
     out.print(f"report: {rebuild_report(run_dir)}")
 
 
+@app.command("export")
+def export_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder: OUT/<study>/<run-id>")],
+    tensorboard: Annotated[Path | None, typer.Option(
+        "--tensorboard", help="write TensorBoard event files here (a study run: one folder "
+        "per trial)")] = None,
+    csv: Annotated[Path | None, typer.Option(
+        "--csv", help="write the records as a tidy CSV table")] = None,
+    parquet: Annotated[Path | None, typer.Option(
+        "--parquet", help="write the records as a tidy parquet table (needs pyarrow)")] = None,
+    figures: Annotated[Path | None, typer.Option(
+        "--figures", help="write the report's figures as images here (needs kaleido)")] = None,
+    fmt: Annotated[str, typer.Option(
+        "--format", help="image format for --figures: png, svg or pdf")] = "png",
+) -> None:
+    """Export a stored run (study or probes): tidy table, TensorBoard, figure images."""
+    from learnscope import export
+
+    if tensorboard is None and csv is None and parquet is None and figures is None:
+        raise LearnscopeError("nothing to export: give --csv FILE, --parquet FILE, "
+                              "--tensorboard DIR or --figures DIR")
+    if csv is not None:
+        out.print(f"csv: {export.to_csv(run_dir, csv)}")
+    if parquet is not None:
+        out.print(f"parquet: {export.to_parquet(run_dir, parquet)}")
+    if tensorboard is not None:
+        out.print(f"tensorboard: {export.to_tensorboard(run_dir, tensorboard)}")
+    if figures is not None:
+        paths = export.figures(run_dir, figures, fmt=fmt)
+        out.print(f"figures: {len(paths)} in {figures}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: bad input is one line on stderr and exit code 2, never a traceback."""
     command = typer.main.get_command(app)
