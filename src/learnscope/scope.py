@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from learnscope.measures._readonly import OutputSelector
 from learnscope.probes.base import Probe
 from learnscope.probes.session import ProbeSession
 from learnscope.store.records import Record
@@ -53,17 +54,25 @@ class Scope:
         exporters: e.g. :class:`learnscope.probes.TensorBoardExporter`.
         report: write ``report.html`` when the scope closes.
         flush_every: write records to the store in batches of this many.
+        output: which part of a dict/tuple model output the probes measure (a key, an
+            index or a function; see :class:`~learnscope.probes.session.ProbeSession`).
 
-    A probe that raises during training is switched off and recorded as failed (see
-    :class:`~learnscope.probes.session.ProbeSession`); ``result.json`` lists it under
-    ``failed_probes`` and the report shows the error.
+    ``step(loss)`` records the training loss at every step (key ``"loss"``, probe
+    ``"scalars"``; tensors are converted in batches, without a host synchronisation per
+    step). A probe that cannot read the model refuses when the Scope is created, with one
+    sentence naming the layer or the output type.
+
+    A probe that raises during training or in ``close()`` is switched off and recorded as
+    failed (see :class:`~learnscope.probes.session.ProbeSession`); ``result.json`` lists it
+    under ``failed_probes`` and the report shows the error. ``close()`` never raises for a
+    probe or for the report: the user's code after it (saving the model) always runs.
     """
 
     def __init__(self, model: nn.Module, probes: Sequence[Probe] | None = None,
                  data: tuple[torch.Tensor, torch.Tensor | None] | None = None, *,
                  out: str | Path | None = "runs", name: str = "probes",
                  exporters: Sequence[Exporter] = (), report: bool = True,
-                 flush_every: int = 5000) -> None:
+                 flush_every: int = 5000, output: OutputSelector = None) -> None:
         self.out = out
         self.name = name
         self.exporters = list(exporters)
@@ -75,7 +84,7 @@ class Scope:
         self._pending: list[Record] = []
         self._closed = False
         # The probes are set up (and their configuration checked) before any run is created.
-        self.session = ProbeSession(model, probes, data, on_records=self._emit)
+        self.session = ProbeSession(model, probes, data, on_records=self._emit, output=output)
         if out is not None:
             from learnscope.store import RunStore
 
@@ -177,9 +186,16 @@ class Scope:
         self._closed = True
         self._flush()
         for e in self.exporters:
-            e.close()
+            try:
+                e.close()
+            except Exception as err:  # an exporter must not end the user's script
+                _warn(f"exporter {type(e).__name__} failed to close: {err}")
         if self._store is not None:
-            self._write_outputs(status)
+            try:
+                self._write_outputs(status)
+            except Exception as err:
+                _warn(f"the Scope could not write result.json or the report: "
+                      f"{type(err).__name__}: {err}")
             self._store.set_run_status(self.run_id, status)
             self._store.close()
 
@@ -200,6 +216,12 @@ class Scope:
             from learnscope.report.probe_report import write_probe_report
 
             write_probe_report(self.run_dir / "report.html", result, self.records)
+
+
+def _warn(message: str) -> None:
+    import warnings
+
+    warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
 def _summary(records: list[Record]) -> dict[str, Any]:

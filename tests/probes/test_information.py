@@ -17,6 +17,11 @@ from learnscope.testing import assert_same_model
 STEPS = 10
 SIZES = [8, 12, 4, 3]
 
+def probed(scope):
+    """The probes' records (without the loss and scalars the loop passed to step())."""
+    return [r for r in scope.records if r.probe != "scalars"]
+
+
 
 def _data():
     g = torch.Generator().manual_seed(1)
@@ -65,10 +70,10 @@ def test_binning_in_training_loop_matches_measure():
     assert layers == ["1", "3"]
     due = [0] + [s for s in range(1, STEPS + 1) if probe.schedule.due_step(s)]
     assert due == [0, 1, 2, 4, 6, 10]
-    counts = Counter((r.key, r.step) for r in scope.records)
+    counts = Counter((r.key, r.step) for r in probed(scope))
     assert counts == {(k, s): 2 for k in ("i_xt", "i_ty") for s in due}  # no duplicate at end
     ids = np.arange(len(y))
-    for r in scope.records:
+    for r in probed(scope):
         layer = r.meta["layer"]
         ref = information_plane_binning(oracle[r.step][layer], ids, y, bins=30,
                                         value_range=(-1, 1))
@@ -83,7 +88,7 @@ def test_data_range_bin_size_and_kde_match_measure():
     probe = InformationPlaneProbe(["3"], schedule=every(5), bins=10)
     scope, oracle, _, y = _run(probe, activation="relu")
     ids = np.arange(len(y))
-    for r in scope.records:
+    for r in probed(scope):
         t = oracle[r.step]["3"]
         ref = information_plane_binning(t, ids, y, bins=10)
         assert r.value == pytest.approx(ref.i_xt if r.key == "i_xt" else ref.i_ty, abs=1e-12)
@@ -92,15 +97,15 @@ def test_data_range_bin_size_and_kde_match_measure():
 
     probe = InformationPlaneProbe(["3"], schedule=every(5), bin_size=0.25)
     scope, oracle, _, y = _run(probe)
-    for r in scope.records:
+    for r in probed(scope):
         ref = information_plane_binning(oracle[r.step]["3"], ids, y, bins=None, bin_size=0.25)
         assert r.value == pytest.approx(ref.i_xt if r.key == "i_xt" else ref.i_ty, abs=1e-12)
         assert r.meta["bins"] is None and r.meta["bin_size"] == 0.25 and r.meta["range"] is None
 
     probe = InformationPlaneProbe(["1"], schedule=every(5), estimator="kde", noise_variance=0.05)
     scope, oracle, _, y = _run(probe)
-    assert sorted({r.step for r in scope.records}) == [0, 5, 10]
-    for r in scope.records:
+    assert sorted({r.step for r in probed(scope)}) == [0, 5, 10]
+    for r in probed(scope):
         ref = information_plane_kde(oracle[r.step]["1"], y, noise_variance=0.05)
         assert r.value == pytest.approx(ref.i_xt if r.key == "i_xt" else ref.i_ty, abs=1e-12)
         assert r.meta["estimator"] == "kde" and r.meta["noise_variance"] == 0.05
@@ -116,7 +121,7 @@ def test_closed_forms():
     scope = Scope(model, [InformationPlaneProbe(["1"], schedule=at_end())], data=(xp, yp),
                   out=None)
     scope.close()
-    assert [(r.key, r.value) for r in scope.records] == [("i_xt", 0.0), ("i_ty", 0.0)]
+    assert [(r.key, r.value) for r in probed(scope)] == [("i_xt", 0.0), ("i_ty", 0.0)]
     # A layer that copies the label (one unit = y in {0, 1, 2}, 3 bins on [0, 2]): I(X;T) =
     # I(T;Y) = H(Y).
     with torch.random.fork_rng(devices=[]):
@@ -127,7 +132,7 @@ def test_closed_forms():
     scope.close()
     p = np.bincount(yp.numpy()) / len(yp)
     h_y = float(-(p * np.log2(p)).sum())
-    assert [r.value for r in scope.records] == pytest.approx([h_y, h_y], abs=1e-12)
+    assert [r.value for r in probed(scope)] == pytest.approx([h_y, h_y], abs=1e-12)
 
 
 def test_does_not_change_training():

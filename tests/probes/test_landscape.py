@@ -33,6 +33,11 @@ _g = torch.Generator().manual_seed(11)
 X = torch.randn(40, 5, generator=_g)
 Y = torch.randint(0, 3, (40,), generator=_g)
 
+def probed(scope):
+    """The probes' records (without the loss and scalars the loop passed to step())."""
+    return [r for r in scope.records if r.probe != "scalars"]
+
+
 
 def make_model(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
@@ -78,13 +83,13 @@ def by_alpha(records, key):
 
 def test_linear_path_in_scope_endpoints_exact_and_model_unchanged():
     model, scope, init = run([LinearPathProbe()])
-    assert scope.records == []  # only at the end
+    assert probed(scope) == []  # only at the end
     snap = snapshot(model)
     rng = torch.get_rng_state()
     scope.close()
     assert_unchanged(model, snap)
     assert torch.equal(torch.get_rng_state(), rng)
-    recs = scope.records
+    recs = probed(scope)
     assert {r.step for r in recs} == {8}
     assert {r.key for r in recs} == {"path_loss", "path_error", "barrier_loss", "barrier_error"}
     loss, err = by_alpha(recs, "path_loss"), by_alpha(recs, "path_error")
@@ -109,8 +114,8 @@ def test_linear_path_reference_module_and_state_dict():
                            LinearPathProbe(reference=other.state_dict(), alphas=3)])
     scope.close()
     assert_unchanged(other, other_snap)
-    first = [r for r in scope.records if r.probe == "linear_path"]
-    second = [r for r in scope.records if r.probe == "linear_path-2"]
+    first = [r for r in probed(scope) if r.probe == "linear_path"]
+    second = [r for r in probed(scope) if r.probe == "linear_path-2"]
     assert by_alpha(first, "path_loss") == by_alpha(second, "path_loss")
     assert by_alpha(first, "path_loss")[0.0] == eval_loss_error(other)[0]
     assert by_alpha(first, "path_loss")[1.0] == eval_loss_error(model)[0]
@@ -124,7 +129,7 @@ def test_linear_path_recomputed_batchnorm():
     snap = snapshot(model)
     scope.close()
     assert_unchanged(model, snap)
-    recs = scope.records
+    recs = probed(scope)
     assert all(r.meta["buffers"] == "recomputed" for r in recs)
     res = linear_path(init, model, classification_eval(X, Y), alphas=np.linspace(0, 1, 5),
                       bn_recompute_loader=loader)
@@ -185,7 +190,7 @@ def test_loss_slice_1d_in_scope_equals_measure():
     scope.close()
     assert_unchanged(model, snap)
     assert torch.equal(torch.get_rng_state(), rng)
-    recs = scope.records
+    recs = probed(scope)
     assert {r.key for r in recs} == {"slice_loss", "slice_error"}
     assert len(recs) == 2 * 21 and {r.step for r in recs} == {8}
     assert all(r.meta["direction"] == "filter-normalized gaussian" and r.meta["seed"] == 4
@@ -207,7 +212,7 @@ def test_loss_slice_2d_and_scalar_eval_fn():
     grid = [-0.5, 0.0, 0.5]
     model, scope, _ = run([LossSliceProbe(mse_like, alphas=grid, dims=2, seed=1)])
     scope.close()
-    recs = scope.records
+    recs = probed(scope)
     assert {r.key for r in recs} == {"slice_loss"} and len(recs) == 9
     gen = torch.Generator().manual_seed(1)
     d1 = filter_normalized_direction(model, generator=gen)

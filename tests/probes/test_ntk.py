@@ -14,6 +14,11 @@ from learnscope.testing import assert_same_model
 
 STEPS = 10
 
+def probed(scope):
+    """The probes' records (without the loss and scalars the loop passed to step())."""
+    return [r for r in scope.records if r.probe != "scalars"]
+
+
 
 def _data():
     g = torch.Generator().manual_seed(2)
@@ -63,16 +68,16 @@ def test_in_training_loop_matches_measure():
     due = [0] + [s for s in range(1, STEPS + 1) if probe.schedule.due_step(s)]
     assert due == [0, 1, 3, 5, 10]
     keys = ["ntk_trace", "ntk_trace_ratio", "ntk_kernel_width", "ntk_effective_rank"]
-    assert sorted((r.step, r.key) for r in scope.records) == sorted(
+    assert sorted((r.step, r.key) for r in probed(scope)) == sorted(
         (s, k) for s in due for k in keys)  # the final step is not measured twice
-    for r in scope.records:
+    for r in probed(scope):
         ref = _expected(kernels[r.step], kernels[0], thr=0.4)[r.key]
         assert r.value == pytest.approx(ref, rel=1e-10, abs=1e-12), r
         assert r.meta["n_inputs"] == 8 and r.meta["reduce"] == "trace"
         assert r.probe == "ntk"
-    width = [r for r in scope.records if r.key == "ntk_kernel_width"]
+    width = [r for r in probed(scope) if r.key == "ntk_kernel_width"]
     assert all(r.meta["width_threshold"] == 0.4 for r in width)
-    ratio = {r.step: r.value for r in scope.records if r.key == "ntk_trace_ratio"}
+    ratio = {r.step: r.value for r in probed(scope) if r.key == "ntk_trace_ratio"}
     assert ratio[0] == 1.0 and ratio[10] != 1.0
 
 
@@ -91,9 +96,9 @@ def test_initial_kernel_from_init_state_when_first_measured_late():
     k0 = empirical_ntk(init, xp[:6])
     k = empirical_ntk(model, xp[:6])
     assert k.shape == (12, 12)
-    got = {r.key: r.value for r in scope.records}
+    got = {r.key: r.value for r in probed(scope)}
     assert got == pytest.approx(_expected(k, k0), rel=1e-10)
-    assert {r.step for r in scope.records} == {STEPS}
+    assert {r.step for r in probed(scope)} == {STEPS}
 
 
 def test_linear_model_closed_form():
@@ -109,7 +114,7 @@ def test_linear_model_closed_form():
         opt.step()
         scope.step()
     scope.close()
-    recs = scope.records
+    recs = probed(scope)
     assert {r.step for r in recs} == {0, 2, 3}
     assert all(r.value == pytest.approx(7.0) for r in recs if r.key == "ntk_trace")
     assert all(r.value == pytest.approx(1.0) for r in recs if r.key == "ntk_trace_ratio")
@@ -149,8 +154,8 @@ def test_non_finite_parameters_give_nan_with_note():
     with torch.no_grad():
         model[0].weight[0, 0] = math.nan
     scope.close()
-    assert len(scope.records) == 4
-    assert all(math.isnan(r.value) and "non-finite" in r.meta["note"] for r in scope.records)
+    assert len(probed(scope)) == 4
+    assert all(math.isnan(r.value) and "non-finite" in r.meta["note"] for r in probed(scope))
 
 
 def test_params_and_bad_args():

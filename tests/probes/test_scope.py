@@ -123,7 +123,7 @@ def test_hooks_removed_when_loop_raises(tmp_path):
     with RunStore(tmp_path) as store:
         (run,) = store.list_runs()
         assert run.status == "failed"
-        assert store.count_records(run.run_id) == 4  # steps 0..3 kept
+        assert store.count_records(run.run_id) == 4 + 3  # steps 0..3 kept, and the 3 losses
     result = json.loads((tmp_path / "crash" / run.run_id / "result.json").read_text())
     assert result["status"] == "failed"
 
@@ -140,7 +140,7 @@ def test_records_reach_store_and_report(tmp_path, capsys):
         (run,) = store.list_runs()
         stored = store.load_records(run.run_id)
     assert len(stored) == len(scope.records) > 0
-    assert {r.probe for r in stored} == {"weight_spectrum", "recorder"}
+    assert {r.probe for r in stored} == {"weight_spectrum", "recorder", "scalars"}
     assert run.status == "finished" and run.config["kind"] == "probes"
     assert run.config["probes"][0]["params"]["xmin"] == "auto"
     html = (scope.run_dir / "report.html").read_text()

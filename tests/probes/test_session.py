@@ -189,7 +189,9 @@ def test_a_failing_capture_pass_fails_only_the_forward_probes():
 
 def test_errors_when_the_session_starts_raise():
     net = CountingNet()
-    with pytest.raises(RuntimeError, match="boom at 0"):
+    # Anything but a configuration ValueError comes as one sentence naming the probe.
+    with pytest.raises(ValueError, match=r"probe 'exploding' cannot run on this model "
+                       r"\(RuntimeError: boom at 0\)"):
         ProbeSession(net, [Exploding(at_step=0)], data=(X, Y))
     with pytest.raises(ValueError, match="no module named 'nope'"):
         ProbeSession(net, [GradientStatsProbe(), type("L", (Seen,), {

@@ -17,6 +17,11 @@ from learnscope.testing import assert_same_model
 STEPS = 12
 SIZES = [8, 16, 16, 3]
 
+def probed(scope):
+    """The probes' records (without the loss and scalars the loop passed to step())."""
+    return [r for r in scope.records if r.probe != "scalars"]
+
+
 
 def _data():
     g = torch.Generator().manual_seed(0)
@@ -78,7 +83,7 @@ def test_emits_keys_at_checkpoints_and_matches_cka():
     final = oracle[STEPS]
     ckpts = sorted(set(due) | {STEPS})
 
-    to_final = [r for r in scope.records if r.key == "similarity_to_final"]
+    to_final = [r for r in probed(scope) if r.key == "similarity_to_final"]
     assert len(to_final) == len(ckpts) * len(layers)
     for r in to_final:
         s, layer = r.meta["checkpoint_step"], r.meta["layer"]
@@ -92,14 +97,14 @@ def test_emits_keys_at_checkpoints_and_matches_cka():
     first = [r.value for r in to_final if r.meta["checkpoint_step"] == 0]
     assert all(v < 0.9999 for v in first)
 
-    pairs = [r for r in scope.records if r.key == "layer_similarity"]
+    pairs = [r for r in probed(scope) if r.key == "layer_similarity"]
     assert sorted({r.step for r in pairs}) == ckpts
     assert all((r.meta["layer_a"], r.meta["layer_b"]) == ("1", "3") for r in pairs)
     for r in pairs:
         m = cka_matrix([oracle[r.step]["1"], oracle[r.step]["3"]])
         assert r.value == pytest.approx(float(m[0, 1]), abs=1e-10)
 
-    t90 = {r.meta["layer"]: r for r in scope.records if r.key == "steps_to_threshold"}
+    t90 = {r.meta["layer"]: r for r in probed(scope) if r.key == "steps_to_threshold"}
     assert set(t90) == set(layers)
     for layer, r in t90.items():
         assert r.meta["threshold"] == 0.9
@@ -111,7 +116,7 @@ def test_emits_keys_at_checkpoints_and_matches_cka():
 def test_unbiased_and_svcca_match_measures():
     probe = LayerSimilarityProbe(schedule=every(4), unbiased=True)
     scope, oracle, _ = _run(probe, steps=8)
-    for r in scope.records:
+    for r in probed(scope):
         if r.key == "similarity_to_final":
             s, layer = r.meta["checkpoint_step"], r.meta["layer"]
             assert r.meta["unbiased"] is True
@@ -124,7 +129,7 @@ def test_unbiased_and_svcca_match_measures():
     probe = LayerSimilarityProbe(schedule=every(4), method="svcca", variance_threshold=0.95)
     scope, oracle, _ = _run(probe, steps=8)
     n_final = 0
-    for r in scope.records:
+    for r in probed(scope):
         if r.key == "similarity_to_final":
             n_final += 1
             s, layer = r.meta["checkpoint_step"], r.meta["layer"]
@@ -143,21 +148,21 @@ def test_final_state_is_a_checkpoint_and_at_end_schedule():
     # pairs for it are emitted once.
     probe = LayerSimilarityProbe(schedule=every(4))
     scope, _, _ = _run(probe, steps=7)
-    steps = sorted({r.meta["checkpoint_step"] for r in scope.records
+    steps = sorted({r.meta["checkpoint_step"] for r in probed(scope)
                     if r.key == "similarity_to_final"})
     assert steps == [0, 4, 7]
-    assert sorted(r.step for r in scope.records if r.key == "layer_similarity") == [0, 4, 7]
+    assert sorted(r.step for r in probed(scope) if r.key == "layer_similarity") == [0, 4, 7]
     # Final step on the schedule: no duplicate pairs at that step.
     probe = LayerSimilarityProbe(schedule=every(4))
     scope, _, _ = _run(probe, steps=8)
-    assert sorted(r.step for r in scope.records if r.key == "layer_similarity") == [0, 4, 8]
+    assert sorted(r.step for r in probed(scope) if r.key == "layer_similarity") == [0, 4, 8]
     # at_end: only the final state.
     probe = LayerSimilarityProbe(schedule=at_end(), pairs=False)
     scope, _, _ = _run(probe, steps=3)
-    assert {r.key for r in scope.records} == {"similarity_to_final", "steps_to_threshold"}
-    assert all(r.value == pytest.approx(1.0) for r in scope.records
+    assert {r.key for r in probed(scope)} == {"similarity_to_final", "steps_to_threshold"}
+    assert all(r.value == pytest.approx(1.0) for r in probed(scope)
                if r.key == "similarity_to_final")
-    assert all(r.value == 3.0 for r in scope.records if r.key == "steps_to_threshold")
+    assert all(r.value == 3.0 for r in probed(scope) if r.key == "steps_to_threshold")
 
 
 def test_checkpoint_records_keep_their_epoch():
@@ -169,10 +174,10 @@ def test_checkpoint_records_keep_their_epoch():
         _train(model, steps=2, scope=scope)
         scope.epoch()
     scope.close()
-    epochs = {r.meta["checkpoint_step"]: r.meta["epoch"] for r in scope.records
+    epochs = {r.meta["checkpoint_step"]: r.meta["epoch"] for r in probed(scope)
               if r.key == "similarity_to_final"}
     assert epochs == {0: 0, 2: 0, 4: 1}  # as the layer_similarity records at those steps
-    pair_epochs = {r.step: r.meta["epoch"] for r in scope.records if r.key == "layer_similarity"}
+    pair_epochs = {r.step: r.meta["epoch"] for r in probed(scope) if r.key == "layer_similarity"}
     assert pair_epochs == epochs
 
 
@@ -185,15 +190,15 @@ def test_constant_layer_gives_nan_with_note():
     probe = LayerSimilarityProbe(["0", "1", "3"], schedule=every(1))
     scope = Scope(model, [probe], data=(xp, yp), out=None)
     scope.close()
-    assert len(scope.records) == 3 + 3 + 3  # pairs, similarity_to_final, steps_to_threshold
-    for r in scope.records:
+    assert len(probed(scope)) == 3 + 3 + 3  # pairs, similarity_to_final, steps_to_threshold
+    for r in probed(scope):
         involves_3 = "3" in (r.meta.get("layer"), r.meta.get("layer_a"), r.meta.get("layer_b"))
         assert math.isnan(r.value) == involves_3, r
         if involves_3:
             assert "constant" in r.meta["note"]
     # The remaining pair still comes from cka_matrix.
     acts = _acts(model, ["0", "1"], xp)
-    (r01,) = [r for r in scope.records if r.key == "layer_similarity"
+    (r01,) = [r for r in probed(scope) if r.key == "layer_similarity"
               and (r.meta["layer_a"], r.meta["layer_b"]) == ("0", "1")]
     assert r01.value == pytest.approx(float(cka_matrix([acts["0"], acts["1"]])[0, 1]))
 

@@ -86,3 +86,72 @@ def check_batch(x: Any, name: str) -> torch.Tensor:
     if x.ndim < 1 or x.shape[0] == 0:
         raise ValueError(f"{name} must be a non-empty batch (n, ...), got shape {tuple(x.shape)}")
     return x.detach()
+
+
+OutputSelector = str | int | Callable[[Any], Any] | None
+"""Which part of a model's output the probes measure: ``None`` (the model returns a tensor),
+a key of a dict output (or attribute of an output object), an index into a tuple output, or a
+function of the output."""
+
+
+def describe_output(out: Any) -> str:
+    """A short description of a model output that is not a tensor (for error messages)."""
+    if isinstance(out, dict):
+        keys = ", ".join(repr(k) for k in list(out)[:6])
+        return f"a dict (keys {keys})"
+    if isinstance(out, tuple | list):
+        kinds = ", ".join(type(v).__name__ for v in out[:6])
+        return f"a {type(out).__name__} of {len(out)} ({kinds})"
+    return f"a {type(out).__name__}"
+
+
+def select_output(out: Any, selector: OutputSelector) -> torch.Tensor:
+    """The tensor the probes measure from a model's output ``out``; ValueError (one sentence,
+    naming the output type and how to choose) when it is not a tensor."""
+    if selector is not None:
+        try:
+            if callable(selector):
+                out = selector(out)
+            elif isinstance(selector, str) and not isinstance(out, dict):
+                out = getattr(out, selector)
+            else:
+                out = out[selector]
+        except (KeyError, IndexError, AttributeError, TypeError) as e:
+            raise ValueError(f"output={selector!r} does not select from the model's output, "
+                             f"which is {describe_output(out)} ({type(e).__name__}: {e})") \
+                from None
+    if not isinstance(out, torch.Tensor):
+        raise ValueError(f"the model returns {describe_output(out)}, not a tensor: pass "
+                         "output= (a key, an index or a function) to the Scope to choose the "
+                         "tensor the probes measure")
+    return out
+
+
+class SelectedOutput(nn.Module):
+    """``model`` seen through an output selector, for measures that call a module
+    functionally (``torch.func``): its forward returns ``select_output(model(...))``. It holds
+    the user's model as its only child and changes nothing in it."""
+
+    def __init__(self, model: nn.Module, selector: OutputSelector) -> None:
+        super().__init__()
+        self.model = model
+        self.selector = selector
+
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return select_output(self.model(*args, **kwargs), self.selector)
+
+
+def with_output(model: nn.Module, selector: OutputSelector) -> nn.Module:
+    """``model`` itself when there is no selector, else a :class:`SelectedOutput` over it."""
+    return model if selector is None else SelectedOutput(model, selector)
+
+
+def uncompiled(model: nn.Module) -> nn.Module:
+    """The eager module behind a ``torch.compile``-d one (same parameters and buffers), else
+    ``model``. Probes read the eager module: calling the compiled one with hooks, in eval
+    mode or through ``torch.func`` would make dynamo compile new graphs, which can change the
+    numerics of the user's later compiled training."""
+    while type(model).__name__ == "OptimizedModule" and \
+            isinstance(getattr(model, "_orig_mod", None), nn.Module):
+        model = model._orig_mod
+    return model

@@ -21,10 +21,13 @@ import torch
 from torch import nn
 
 from learnscope.measures._readonly import (
+    OutputSelector,
     eval_mode,
     find_modules,
     forward_hooks,
     on_model_device,
+    select_output,
+    with_output,
 )
 from learnscope.probes.schedule import Schedule
 from learnscope.store.records import Record
@@ -37,6 +40,11 @@ COST_CLASSES = ("cheap", "forward", "expensive")
 
 _ACTIVATION_TYPES = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.LeakyReLU, nn.ELU, nn.SiLU,
                      nn.Softplus)
+_BLOCK_TYPES = (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.RNNBase,
+                nn.MultiheadAttention)
+"""Modules whose children may never be called as modules (a transformer layer's fast path,
+MultiheadAttention's ``out_proj``, a recurrent layer's gates): their own output is the
+representation a layer probe reads."""
 
 
 @dataclass
@@ -61,6 +69,17 @@ class ProbeContext:
     """True in the last call, when the scope closes."""
     scalars: dict[str, float] = field(default_factory=dict)
     """The latest values of the scalars passed to ``step(loss, **scalars)`` (e.g. ``lr``)."""
+    output_selector: OutputSelector = None
+    """The Scope's ``output=``: which part of a dict/tuple model output probes measure."""
+
+    def select(self, raw: Any) -> torch.Tensor:
+        """The tensor probes measure from a model output (see ``output_selector``)."""
+        return select_output(raw, self.output_selector)
+
+    @property
+    def output_model(self) -> nn.Module:
+        """The model, returning the selected output (for ``torch.func`` measures)."""
+        return with_output(self.model, self.output_selector)
 
     def check_data(self, who: str, *, targets: bool = False) -> None:
         """ValueError naming ``who`` when there are no probe data (or no targets)."""
@@ -98,6 +117,15 @@ class Probe:
 
     def setup(self, model: nn.Module) -> None:
         """Called once when the scope opens, before the first measurement."""
+
+    def uses_output(self) -> bool:
+        """Whether this probe measures the model's output (the scope then checks, when it
+        opens, that the output is a tensor or that ``output=`` selects one)."""
+        return self.needs_outputs
+
+    def own_inputs(self) -> torch.Tensor | None:
+        """Inputs the probe feeds the model itself, other than the scope's data."""
+        return None
 
     def measure(self, ctx: ProbeContext) -> list[Record]:
         """Measure now; return records (their step is filled in by the scope)."""
@@ -138,6 +166,8 @@ class LayerProbe(Probe):
 
     needs_activations = True
     layer_names: list[str] | None = None
+    _resolved: list[str]
+    _kept: list[str] | None = None
 
     @staticmethod
     def check_layer_names(layers: Sequence[str] | None) -> list[str] | None:
@@ -153,12 +183,29 @@ class LayerProbe(Probe):
         return layers
 
     def layers(self, model: nn.Module) -> list[str]:
-        return list(self.layer_names) if self.layer_names is not None else default_layers(model)
+        if self.layer_names is not None:
+            return list(self.layer_names)
+        return list(self._kept) if self._kept is not None else default_layers(model)
+
+    def keep_layers(self, names: list[str]) -> None:
+        """Measure only ``names`` of the default layers: the scope drops those that produce
+        no tensor output on the probe data."""
+        import warnings
+
+        before = getattr(self, "_resolved", [])
+        if not names and before:
+            warnings.warn(f"{type(self).__name__}: none of the default layers "
+                          f"({', '.join(before)}) produces a tensor output with the "
+                          "batch first; pass layers=[...]. It will record nothing.",
+                          stacklevel=4)
+        self._kept = list(names)
+        self._resolved = list(names)
 
     def resolve_layers(self, model: nn.Module) -> list[str]:
         """The layer names for ``model``; ValueError for a name the model does not have."""
         import warnings
 
+        self._kept = None
         names = self.layers(model)
         try:
             find_modules(model, names)
@@ -197,12 +244,28 @@ def _summarize(value: Any) -> Any:
 
 
 def default_layers(model: nn.Module) -> list[str]:
-    """The outputs of the model's activation modules (ReLU, tanh, ...), in forward order;
-    the Linear/Conv layers when it has none."""
-    names = [n for n, m in model.named_modules() if isinstance(m, _ACTIVATION_TYPES)]
-    if not names:
-        names = [n for n, m in model.named_modules()
-                 if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d)][:-1]
+    """The outputs of the model's activation modules (ReLU, tanh, ...), in definition order;
+    the Linear/Conv layers but the last when it has none. Transformer layers and recurrent
+    layers count as one layer each (their inner modules are not read: some are never called
+    as modules)."""
+    blocks: list[str] = []
+
+    def inside_block(name: str) -> bool:
+        return any(name.startswith(b + ".") for b in blocks)
+
+    for n, m in model.named_modules():  # pre-order: an outer block comes before its children
+        if isinstance(m, _BLOCK_TYPES) and not inside_block(n):
+            blocks.append(n)
+
+    def outside(kinds: Any) -> list[str]:
+        return [n for n, m in model.named_modules()
+                if (isinstance(m, kinds) and not inside_block(n)) or n in blocks]
+
+    names = outside(_ACTIVATION_TYPES)
+    if len(names) == len(blocks):  # no activation module outside the blocks
+        layers = outside(nn.Linear | nn.Conv1d | nn.Conv2d)
+        last = [n for n in layers if n not in blocks][-1:]
+        names = [n for n in layers if n not in last]
     return names
 
 
@@ -213,7 +276,9 @@ def capture(model: nn.Module, layer_names: Sequence[str]) -> Iterator[dict[str, 
     store: dict[str, torch.Tensor] = {}
 
     def on_output(name: str, output: Any) -> None:
-        out = output[0] if isinstance(output, tuple) else output
+        out = output[0] if isinstance(output, tuple | list) and output else output
+        if not isinstance(out, torch.Tensor) or out.ndim == 0:
+            return  # not a representation: the layer counts as producing no output
         # A copy: a later in-place op (ReLU(inplace=True)) would otherwise change it.
         store[name] = out.detach().reshape(out.shape[0], -1).clone()
 

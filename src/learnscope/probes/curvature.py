@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from learnscope.measures.curvature import hessian_trace, top_hessian_eigenvalue
 from learnscope.measures.gradients import LossFn
@@ -115,6 +116,9 @@ class CurvatureProbe(Probe):
             check_int(self.trace_max_samples, "trace_max_samples", self.trace_samples)
         self.seed = check_int(seed, "seed", 0)
 
+    def uses_output(self) -> bool:
+        return True
+
     def measure(self, ctx: ProbeContext) -> list[Record]:
         x, y = ctx.labelled_batch("CurvatureProbe", self.n_examples)
         model = ctx.model
@@ -124,9 +128,11 @@ class CurvatureProbe(Probe):
         tr_meta = meta | {"distribution": "rademacher"}
         if self.trace_rel_tol is not None:
             tr_meta |= {"rel_tol": self.trace_rel_tol, "max_samples": self.trace_max_samples}
-        with eval_mode(model):
+        with eval_mode(model), sdpa_kernel([SDPBackend.MATH]):
+            # The math attention kernel: the fused ones have no double backward.
             with torch.no_grad():
-                loss = float(self.loss_fn(model(x), y))
+                loss = float(self.loss_fn(ctx.select(model(x)), y))
+            model = ctx.output_model
             if not math.isfinite(loss):
                 note = {"note": f"the loss on the probe data is {loss}"}
                 return [Record("hessian_top_eigenvalue", math.nan, meta=eig_meta | note),

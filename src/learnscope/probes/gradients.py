@@ -29,7 +29,7 @@ from learnscope.probes.checks import (
 from learnscope.probes.schedule import Schedule, every, log_spaced
 from learnscope.store.records import Record
 
-__all__ = ["GradientNoiseProbe", "GradientStatsProbe"]
+__all__ = ["GradientNoiseProbe", "GradientStatsProbe", "refuse_unbatchable"]
 
 
 UPDATE_KIND = "norm of the net change over the interval / over_steps"
@@ -124,6 +124,15 @@ class GradientStatsProbe(Probe):
         return recs
 
 
+def refuse_unbatchable(model: nn.Module, who: str, what: str) -> None:
+    """ValueError naming the first layer that ``torch.func.vmap`` cannot batch (nn.RNN and
+    nn.GRU: their fused kernels fail under vmap; nn.LSTM works)."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.RNN | nn.GRU):
+            raise ValueError(f"{who} cannot compute {what} through layer {name!r} "
+                             f"({type(module).__name__}), which torch.func.vmap cannot batch")
+
+
 def _total(norms: Iterable[float]) -> float:
     """The norm of the concatenation, from the parts' norms."""
     return math.sqrt(math.fsum(v * v for v in norms))
@@ -172,13 +181,19 @@ class GradientNoiseProbe(Probe):
         self.n_examples = check_int(n_examples, "n_examples", 2)
         self.chunk_size = check_optional_int(chunk_size, "chunk_size", 1)
 
+    def setup(self, model: nn.Module) -> None:
+        refuse_unbatchable(model, "GradientNoiseProbe", "per-example gradients")
+
+    def uses_output(self) -> bool:
+        return True
+
     def measure(self, ctx: ProbeContext) -> list[Record]:
         x, y = ctx.labelled_batch("GradientNoiseProbe", self.n_examples)
         n = int(x.shape[0])
         if n < 2:
             raise ValueError(f"GradientNoiseProbe needs at least 2 probe examples, got {n}")
         with eval_mode(ctx.model):
-            grads = per_example_gradients(ctx.model, self.loss_fn, x, y,
+            grads = per_example_gradients(ctx.output_model, self.loss_fn, x, y,
                                           chunk_size=self.chunk_size)
         meta = {"n_examples": n, "mode": "eval"}
         keys = {

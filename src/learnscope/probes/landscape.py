@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from learnscope.measures._readonly import model_device
+from learnscope.measures._readonly import OutputSelector, model_device, select_output
 from learnscope.measures.landscape import (
     PathResult,
     _check_compatible_states,
@@ -32,12 +32,14 @@ __all__ = ["LinearPathProbe", "LossSliceProbe", "classification_eval", "interpol
 EvalFn = Callable[[nn.Module], Any]
 
 
-def classification_eval(inputs: Tensor, targets: Tensor) -> EvalFn:
+def classification_eval(inputs: Tensor, targets: Tensor,
+                        output: OutputSelector = None) -> EvalFn:
     """``eval_fn(model) -> (cross-entropy loss, classification error)`` on a fixed batch.
 
     The model is called as it is (the landscape measures pass eval-mode copies) under
     ``torch.no_grad``, with the inputs moved to the model's device. ``targets`` must be
-    integer class labels and the outputs ``(n, classes)`` logits.
+    integer class labels and the outputs ``(n, classes)`` logits (``output`` selects them
+    from a dict or tuple output, as the Scope's ``output=``).
     """
     if targets is None:
         raise ValueError("the default eval_fn needs targets: Scope(..., data=(inputs, "
@@ -49,7 +51,7 @@ def classification_eval(inputs: Tensor, targets: Tensor) -> EvalFn:
     def eval_fn(model: nn.Module) -> tuple[float, float]:
         dev = model_device(model)
         with torch.no_grad():
-            out = model(inputs.to(dev))
+            out = select_output(model(inputs.to(dev)), output)
             y = targets.to(dev)
             if out.dim() != 2:
                 raise ValueError(f"the default eval_fn needs (n, classes) logits, got outputs "
@@ -180,8 +182,12 @@ class LinearPathProbe(Probe):
     def measure(self, ctx: ProbeContext) -> list[Record]:
         return []
 
+    def uses_output(self) -> bool:
+        return self.eval_fn is None
+
     def finish(self, ctx: ProbeContext) -> list[Record]:
-        eval_fn = self.eval_fn or classification_eval(*ctx.labelled_batch("LinearPathProbe"))
+        eval_fn = self.eval_fn or classification_eval(*ctx.labelled_batch("LinearPathProbe"),
+                                                      ctx.output_selector)
         if isinstance(self.reference, nn.Module):
             ref = self.reference
         else:
@@ -261,8 +267,12 @@ class LossSliceProbe(Probe):
     def measure(self, ctx: ProbeContext) -> list[Record]:
         return []
 
+    def uses_output(self) -> bool:
+        return self.eval_fn is None
+
     def finish(self, ctx: ProbeContext) -> list[Record]:
-        eval_fn = self.eval_fn or classification_eval(*ctx.labelled_batch("LossSliceProbe"))
+        eval_fn = self.eval_fn or classification_eval(*ctx.labelled_batch("LossSliceProbe"),
+                                                      ctx.output_selector)
         dirs = self.directions(ctx.model)
         grid = np.asarray(self.alphas)
         if self.dims == 1:

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from learnscope.measures._readonly import with_output
 from learnscope.measures.ntk import empirical_ntk, ntk_summary
 from learnscope.probes.base import Probe, ProbeContext
 from learnscope.probes.checks import check_choice, check_int, check_number, check_schedule
@@ -75,7 +76,13 @@ class NTKProbe(Probe):
         self._init_buffers: dict[str, torch.Tensor] = {}
         self._k0: torch.Tensor | None = None
 
+    def uses_output(self) -> bool:
+        return True
+
     def setup(self, model: nn.Module) -> None:
+        from learnscope.probes.gradients import refuse_unbatchable
+
+        refuse_unbatchable(model, "NTKProbe", "per-example Jacobians")
         self._init_buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
         self._k0 = None
 
@@ -86,7 +93,8 @@ class NTKProbe(Probe):
             raise ValueError(f"NTKProbe needs at least 2 probe inputs, got {x.shape[0]}")
         return x
 
-    def _kernel(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def _kernel(self, model: nn.Module, x: torch.Tensor, ctx: ProbeContext) -> torch.Tensor:
+        model = with_output(model, ctx.output_selector)
         return empirical_ntk(model, x, reduce=self.reduce).detach().to("cpu", torch.float64)
 
     def _initial_kernel(self, ctx: ProbeContext, x: torch.Tensor,
@@ -111,7 +119,7 @@ class NTKProbe(Probe):
             for n, b in clone.named_buffers():
                 if n in self._init_buffers:
                     b.copy_(self._init_buffers[n])
-        k0 = self._kernel(clone, x)
+        k0 = self._kernel(clone, x, ctx)
         del clone
         return k0
 
@@ -126,7 +134,7 @@ class NTKProbe(Probe):
                     Record("ntk_trace_ratio", math.nan, meta=meta | note),
                     Record("ntk_kernel_width", math.nan, meta=width_meta | note),
                     Record("ntk_effective_rank", math.nan, meta=meta | note)]
-        k = self._kernel(ctx.model, x)
+        k = self._kernel(ctx.model, x, ctx)
         if self._k0 is None or self._k0.shape != k.shape:  # once (the probe data are fixed)
             self._k0 = self._initial_kernel(ctx, x, k)
         tr0 = float(torch.trace(self._k0))

@@ -121,16 +121,23 @@ class PerExampleProbe(Probe):
         self._tracker.reset()
         self._steps, self._epochs = [], []
 
-    def _logits(self, model: nn.Module) -> torch.Tensor:
+    def uses_output(self) -> bool:
+        return True
+
+    def own_inputs(self) -> torch.Tensor:
+        return self.inputs
+
+    def _logits(self, ctx: ProbeContext) -> torch.Tensor:
+        model = ctx.model
         out = []
         with torch.no_grad(), eval_mode(model):
             for i in range(0, self.inputs.shape[0], self.batch_size):
-                z = model(on_model_device(model, self.inputs[i:i + self.batch_size]))
+                z = ctx.select(model(on_model_device(model, self.inputs[i:i + self.batch_size])))
                 out.append(z.detach().cpu())
         return torch.cat(out)
 
     def measure(self, ctx: ProbeContext) -> list[Record]:
-        logits = self._logits(ctx.model)
+        logits = self._logits(ctx)
         if logits.ndim != 2 or logits.shape[0] != self.inputs.shape[0]:
             raise ValueError(f"PerExampleProbe needs class logits (n, k) from the model, got "
                              f"shape {tuple(logits.shape)}")

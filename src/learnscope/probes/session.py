@@ -28,14 +28,21 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch import nn
 
-from learnscope.measures._readonly import eval_mode, on_model_device
+from learnscope.measures._readonly import (
+    OutputSelector,
+    describe_output,
+    eval_mode,
+    on_model_device,
+    select_output,
+    uncompiled,
+)
 from learnscope.measures.gradients import parameter_snapshot
-from learnscope.probes.base import Probe, ProbeContext, capture
+from learnscope.probes.base import LayerProbe, Probe, ProbeContext, capture
 from learnscope.store.records import Record
 
 __all__ = ["ProbeSession"]
@@ -44,6 +51,11 @@ SCALARS = "scalars"
 """The probe label of the records of ``step(**scalars)``."""
 PROBE_FAILED = "probe_failed"
 """The key of the record left by a probe that raised during training."""
+LOSS = "loss"
+"""The key of the training loss passed to ``step(loss)`` (probe ``"scalars"``)."""
+PENDING_LIMIT = 1024
+"""Losses and tensor scalars are kept as tensors and converted to numbers in one batch (one
+host synchronisation) when a probe runs, when the session closes, or after this many steps."""
 
 
 class ProbeSession:
@@ -57,6 +69,12 @@ class ProbeSession:
             not need them.
         on_records: called with every new batch of records, as they are measured (the
             :class:`~learnscope.Scope` stores and exports them this way).
+        output: which part of the model's output the probes measure when the model returns
+            a dict, a tuple or an object: a key (``"logits"``), an index (``0``) or a
+            function of the output; ``None`` when it returns a tensor.
+
+    A ``torch.compile``-d model is measured through its eager module (the same parameters):
+    probes never call the compiled one, so they cannot make dynamo compile new graphs.
 
     Errors while the session starts (an unknown layer, missing probe data: a configuration
     mistake) raise. A probe that raises later, in :meth:`step`, :meth:`epoch` or
@@ -67,10 +85,14 @@ class ProbeSession:
 
     def __init__(self, model: nn.Module, probes: Sequence[Probe] | None = None,
                  data: tuple[torch.Tensor, torch.Tensor | None] | None = None, *,
-                 on_records: Callable[[list[Record]], None] | None = None) -> None:
+                 on_records: Callable[[list[Record]], None] | None = None,
+                 output: OutputSelector = None) -> None:
         from learnscope.probes.defaults import default_probes
 
-        self.model = model
+        if output is not None and not isinstance(output, str | int) and not callable(output):
+            raise ValueError(f"output must be a key, an index or a function, got {output!r}")
+        self.model = uncompiled(model)
+        self.output = output
         self.probes = list(default_probes() if probes is None else probes)
         if not all(isinstance(p, Probe) for p in self.probes):
             raise TypeError("probes must be learnscope Probe instances")
@@ -90,32 +112,38 @@ class ProbeSession:
         self._on_records = on_records
         self._closed = False
         self._last_loss: torch.Tensor | float | None = None
-        self._scalars: dict[str, float] = {}
+        self._scalars: dict[str, torch.Tensor | float] = {}
+        # (step, epoch, key, value) not yet converted to floats (see PENDING_LIMIT)
+        self._pending: list[tuple[int, int, str, torch.Tensor | float]] = []
         self._measured_at: dict[str, int] = {}
-        self._init_state = parameter_snapshot(model)
+        self._init_state = parameter_snapshot(self.model)
         for p in self.probes:
-            p.setup(model)
+            p.setup(self.model)
+        self._check_model()
         self._run([p for p in self.probes if p.schedule.at_start()], strict=True)
 
     # -- the training loop's calls -------------------------------------------------------
     def step(self, loss: torch.Tensor | float | None = None, **scalars: float) -> None:
         """Call once after each optimizer step; runs the probes due at this step.
 
-        ``loss`` is handed to the probes (``ctx.loss``); each keyword (e.g. ``lr=0.1``) is
-        recorded at this step (probe ``"scalars"``) and handed to them in ``ctx.scalars``.
+        ``loss`` is recorded at this step (key ``"loss"``, probe ``"scalars"``) and handed to
+        the probes (``ctx.loss``); each keyword (e.g. ``lr=0.1``) is recorded the same way and
+        handed to them in ``ctx.scalars``. Tensors are kept as they are and converted in
+        batches (see ``PENDING_LIMIT``): no host synchronisation per step.
         """
         self._check_open()
         self.step_count += 1
-        if loss is not None:  # converted only when a probe runs: no host sync per step
-            self._last_loss = loss.detach() if isinstance(loss, torch.Tensor) else float(loss)
-        if scalars:
-            values = {k: _as_float(v) for k, v in scalars.items()}
-            self._scalars.update(values)
-            self._emit([Record(k, v, self.step_count, SCALARS, {"epoch": self.epoch_count})
-                        for k, v in values.items()])
+        values: dict[str, torch.Tensor | float] = {}
+        if loss is not None:
+            values[LOSS] = self._last_loss = _scalar(loss, "loss")
+        for k, v in scalars.items():
+            values[k] = self._scalars[k] = _scalar(v, k)
+        self._pending += [(self.step_count, self.epoch_count, k, v) for k, v in values.items()]
         due = [p for p in self._active() if p.schedule.due_step(self.step_count)]
         if due:
             self._run(due)
+        elif len(self._pending) >= PENDING_LIMIT:
+            self._flush_scalars()
 
     def epoch(self) -> None:
         """Call once after each epoch; runs the per-epoch probes."""
@@ -130,6 +158,7 @@ class ProbeSession:
         when training failed); returns every record. Closing twice does nothing."""
         if not self._closed:
             self._closed = True
+            self._flush_scalars()
             if final:
                 # No capture pass for probes whose final state is already measured.
                 self._run([p for label, p in zip(self.labels, self.probes, strict=True)
@@ -175,8 +204,55 @@ class ProbeSession:
         loss = self._last_loss
         return ProbeContext(self.model, self.step_count, self.epoch_count, self.inputs,
                             self.targets, acts, outputs,
-                            None if loss is None else float(loss), self._init_state, final,
-                            dict(self._scalars))
+                            None if loss is None else _as_float(loss), self._init_state, final,
+                            {k: _as_float(v) for k, v in self._scalars.items()}, self.output)
+
+    def _flush_scalars(self) -> None:
+        """Convert the pending losses and scalars to records, with one host synchronisation
+        for all tensors on a device."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        values = _to_floats([v for _, _, _, v in pending])
+        self._emit([Record(k, v, step, SCALARS, {"epoch": epoch})
+                    for (step, epoch, k, _), v in zip(pending, values, strict=True)])
+
+    def _check_model(self) -> None:
+        """Refuse at construction, in one sentence, a model the probes cannot read: an output
+        that is not a tensor (for probes that measure the output) or a layer that produces no
+        tensor output with the batch first; default layers that produce none are left out."""
+        layer_probes = [p for p in self.probes if isinstance(p, LayerProbe)]
+        users = [label for label, p in zip(self.labels, self.probes, strict=True)
+                 if p.uses_output()]
+        inputs = self.inputs
+        if inputs is None:  # a probe with its own inputs (e.g. PerExampleProbe)
+            inputs = next((p.own_inputs() for p in self.probes if p.own_inputs() is not None),
+                          None)
+        if inputs is None or not (users or layer_probes):
+            return
+        x = inputs[:2]
+        layers: list[str] = []
+        for p in layer_probes:
+            layers += [n for n in p.layers(self.model) if n not in layers]
+        with torch.no_grad(), eval_mode(self.model), capture(self.model, layers) as captured:
+            raw = self.model(on_model_device(self.model, x))
+        if users:
+            try:
+                select_output(raw, self.output)
+            except ValueError as e:
+                raise ValueError(f"{e} (needed by {', '.join(users)})") from None
+        acts = {n: a for n, a in captured.items() if a.shape[0] == x.shape[0]}
+        modules = dict(self.model.named_modules())
+        for p in layer_probes:
+            names = p.layers(self.model)
+            missing = [n for n in names if n not in acts]
+            if p.layer_names is None:
+                p.keep_layers([n for n in names if n in acts])
+            elif missing:
+                kind = type(modules[missing[0]]).__name__
+                raise ValueError(f"{type(p).__name__}: layer {missing[0]!r} ({kind}) produces no "
+                                 "tensor output with the batch on the first axis in a forward "
+                                 "pass on the probe data; choose other layers")
 
     def _run(self, probes: Sequence[Probe], final: bool = False, strict: bool = False) -> None:
         """Measure ``probes`` now, after one shared capture pass if any of them needs it.
@@ -194,16 +270,22 @@ class ProbeSession:
         acts: dict[str, torch.Tensor] = {}
         outputs = None
         capture_error: Exception | None = None
+        output_error: Exception | None = None
+        self._flush_scalars()  # a probe run synchronises anyway
         if self.inputs is not None and forward:
             t0 = time.perf_counter()
             try:
                 with torch.no_grad(), eval_mode(self.model), \
                         capture(self.model, layers) as captured:
-                    outputs = self.model(on_model_device(self.model, self.inputs))
+                    raw = self.model(on_model_device(self.model, self.inputs))
                 acts = dict(captured)
+                try:
+                    outputs = select_output(raw, self.output)
+                except ValueError as e:
+                    output_error = e
             except Exception as e:
                 if strict:
-                    raise
+                    _raise_refusal("the capture pass", e)
                 capture_error = e
             self.timings["capture"] += time.perf_counter() - t0
         ctx = self._context(acts, outputs, final)
@@ -211,12 +293,17 @@ class ProbeSession:
             if capture_error is not None and any(p is q for q in forward):
                 self._fail(label, capture_error, "capture pass")
                 continue
+            if output_error is not None and p.needs_outputs:
+                if strict:
+                    raise output_error
+                self._fail(label, output_error, "capture pass")
+                continue
             t0 = time.perf_counter()
             try:
                 recs = self._measure(label, p, ctx)
             except Exception as e:
                 if strict:
-                    raise
+                    _raise_refusal(f"probe {label!r}", e)
                 self._fail(label, e, "finish" if final else "measure")
                 continue
             finally:
@@ -266,3 +353,42 @@ def _unique_labels(probes: Sequence[Probe]) -> list[str]:
 
 def _as_float(value: Any) -> float:
     return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+
+
+def _scalar(value: Any, name: str) -> torch.Tensor | float:
+    """A detached one-element tensor (not synchronised) or a float; ValueError otherwise."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name} must be a scalar, got a tensor of shape "
+                             f"{tuple(value.shape)}")
+        return value.detach().reshape(())
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number or a one-element tensor, got "
+                         f"{describe_output(value)}") from None
+
+
+def _to_floats(values: list[torch.Tensor | float]) -> list[float]:
+    """Floats of ``values``: the tensors of each device stacked and copied in one go."""
+    out: list[float | None] = [v if isinstance(v, float) else None for v in values]
+    by_device: dict[torch.device, list[int]] = {}
+    for i, v in enumerate(values):
+        if isinstance(v, torch.Tensor):
+            by_device.setdefault(v.device, []).append(i)
+    for idx in by_device.values():
+        stacked = torch.stack([values[i].to(torch.float64) for i in idx])  # type: ignore[union-attr]
+        for i, f in zip(idx, stacked.cpu().tolist(), strict=True):
+            out[i] = f
+    return [math.nan if f is None else f for f in out]
+
+
+def _raise_refusal(what: str, error: Exception) -> NoReturn:
+    """Raise an error met while the session starts as one sentence (the original chained);
+    a ValueError (a configuration check) is one already."""
+    if isinstance(error, ValueError):
+        raise error
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else ""
+    raise ValueError(f"{what} cannot run on this model ({type(error).__name__}: {first})") \
+        from error
