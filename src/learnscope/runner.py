@@ -281,6 +281,12 @@ def _rebuild_probe_report(store: RunStore, run: RunInfo) -> Path:
         result = {"kind": "probes", "study": run.study, "run_id": run.run_id,
                   "status": run.status, "config": run.config}
     records = store.load_records(run.run_id)
+    from learnscope.analysis.findings import compute_findings
+
+    # Recomputed from the store (plus what result.json kept besides the records).
+    result["findings"] = [c.to_dict() for c in compute_findings(
+        records, result.get("findings_context"))]
+    result.pop("findings_error", None)
     run.run_dir.mkdir(parents=True, exist_ok=True)
     return write_probe_report(run.run_dir / "report.html", result, records)
 

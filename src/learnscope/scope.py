@@ -56,6 +56,17 @@ class Scope:
         flush_every: write records to the store in batches of this many.
         output: which part of a dict/tuple model output the probes measure (a key, an
             index or a function; see :class:`~learnscope.probes.session.ProbeSession`).
+        optimizer: the training's optimizer, read (never changed) for its kind, momentum and
+            learning rate at every step (changes are kept in ``result.json``): the findings
+            compare the sharpness with the stability threshold ``2 / lr``.
+        lr: the learning rate, when no optimizer is given (taken as plain gradient descent).
+
+    When it closes, the Scope computes *findings* from the records
+    (:func:`~learnscope.analysis.findings.compute_findings`: loss curves, suspicious
+    examples, layers that settled, edge of stability, gradient noise scale, weight-spectrum
+    tails, gradient flow across depth, dead ReLU units), stores them in ``result.json``
+    (``findings``, with what they were read from besides the records in
+    ``findings_context``) and shows them in the report.
 
     ``step(loss)`` records the training loss at every step (key ``"loss"``, probe
     ``"scalars"``; tensors are converted in batches, without a host synchronisation per
@@ -72,7 +83,20 @@ class Scope:
                  data: tuple[torch.Tensor, torch.Tensor | None] | None = None, *,
                  out: str | Path | None = "runs", name: str = "probes",
                  exporters: Sequence[Exporter] = (), report: bool = True,
-                 flush_every: int = 5000, output: OutputSelector = None) -> None:
+                 flush_every: int = 5000, output: OutputSelector = None,
+                 optimizer: torch.optim.Optimizer | None = None,
+                 lr: float | None = None) -> None:
+        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got "
+                            f"{type(optimizer).__name__}")
+        if lr is not None and not (isinstance(lr, int | float) and lr > 0):
+            raise ValueError(f"lr must be a positive number, got {lr!r}")
+        self.optimizer = optimizer
+        self._lr_steps: list[list[float]] = []
+        if lr is not None and optimizer is None:
+            self._lr_steps = [[0, float(lr)]]
+        self._read_lr(0)
+        self.findings: list[Any] = []
         self.out = out
         self.name = name
         self.exporters = list(exporters)
@@ -123,7 +147,36 @@ class Scope:
         return self.session.epoch_count
 
     def config(self) -> dict[str, Any]:
-        return self.session.config()
+        cfg = self.session.config()
+        optim = self._optimizer_info()
+        if optim:
+            cfg["optimizer"] = {k: v for k, v in optim.items() if k != "lr_steps"} | {
+                "lr": optim["lr_steps"][0][1] if optim.get("lr_steps") else None}
+        return cfg
+
+    def _optimizer_info(self) -> dict[str, Any]:
+        """Kind, momentum and learning-rate changes ``[[step, lr], ...]`` (first group)."""
+        if self.optimizer is None:
+            return {"lr_steps": self._lr_steps} if self._lr_steps else {}
+        group = self.optimizer.param_groups[0]
+        return {"optimizer": type(self.optimizer).__name__,
+                "momentum": float(group.get("momentum", 0.0) or 0.0),
+                "nesterov": bool(group.get("nesterov", False)),
+                "dampening": float(group.get("dampening", 0.0) or 0.0),
+                "param_groups": len(self.optimizer.param_groups), "lr_steps": self._lr_steps}
+
+    def _read_lr(self, step: int) -> None:
+        """Keep the optimizer's learning rate when it changed (no host sync for a device
+        tensor lr: that one is read at the end only)."""
+        if self.optimizer is None:
+            return
+        lr = self.optimizer.param_groups[0].get("lr")
+        if isinstance(lr, torch.Tensor):
+            if lr.device.type != "cpu":
+                return
+            lr = float(lr)
+        if isinstance(lr, int | float) and (not self._lr_steps or self._lr_steps[-1][1] != lr):
+            self._lr_steps.append([step, float(lr)])
 
     # -- lifecycle -----------------------------------------------------------------------
     def __enter__(self) -> Scope:
@@ -141,6 +194,7 @@ class Scope:
         if self._closed:
             raise RuntimeError("this Scope is closed")
         self.session.step(loss, **scalars)
+        self._read_lr(self.session.step_count)
 
     def epoch(self) -> None:
         """Call once after each epoch; runs the per-epoch probes."""
@@ -209,6 +263,7 @@ class Scope:
                   "records": len(self.records), "failed_probes": dict(self.session.failed),
                   "timings": {k: round(v, 4) for k, v in self.timings.items()},
                   "summary": _summary(self.records), "versions": versions()}
+        result |= self._findings(status)
         tmp = self.run_dir / "result.json.tmp"
         tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
         tmp.replace(self.run_dir / "result.json")
@@ -216,6 +271,53 @@ class Scope:
             from learnscope.report.probe_report import write_probe_report
 
             write_probe_report(self.run_dir / "report.html", result, self.records)
+
+
+    def _findings(self, status: str) -> dict[str, Any]:
+        """The findings and the context they were read from (never raises: a failure is
+        reported under ``findings_error``)."""
+        from learnscope.analysis.findings import compute_findings
+
+        try:
+            context = self._findings_context(final=status == "finished")
+            self.findings = compute_findings(self.records, context)
+            return {"findings": [c.to_dict() for c in self.findings],
+                    "findings_context": context}
+        except Exception as err:
+            _warn(f"the Scope could not compute its findings: {type(err).__name__}: {err}")
+            return {"findings": [], "findings_error": f"{type(err).__name__}: {err}"}
+
+    def _findings_context(self, final: bool) -> dict[str, Any]:
+        """What the findings need besides the records: the optimizer, and (after a finished
+        run, from the final model) the suspicious examples' labels and predictions and the
+        dead ReLU units on the probe data."""
+        from learnscope.analysis.findings import dead_unit_counts
+        from learnscope.measures._readonly import eval_mode, on_model_device, select_output
+        from learnscope.probes.per_example import PerExampleProbe
+
+        context: dict[str, Any] = {"optimizer": self._optimizer_info()}
+        if not final:
+            return context
+        model, select = self.model, self.session.output
+        examples: dict[str, dict[str, Any]] = {}
+        inputs = self.session.inputs
+        for label, probe in zip(self.labels, self.probes, strict=True):
+            if not isinstance(probe, PerExampleProbe):
+                continue
+            inputs = probe.inputs if inputs is None else inputs
+            idx = [int(r.value) for r in self.records
+                   if r.probe == label and r.key == "suspicious_example"]
+            if not idx:
+                continue
+            with torch.no_grad(), eval_mode(model):
+                out = select_output(model(on_model_device(model, probe.inputs[idx])), select)
+            pred = out.argmax(dim=1).cpu().tolist() if out.ndim == 2 else [None] * len(idx)
+            examples[label] = {str(i): {"label": int(probe.targets[i]), "prediction": p}
+                               for i, p in zip(idx, pred, strict=True)}
+        context["examples"] = examples
+        if inputs is not None:
+            context["dead_units"] = dead_unit_counts(model, inputs[:4096])
+        return context
 
 
 def _warn(message: str) -> None:
