@@ -69,6 +69,8 @@ def probe_figures(records: Sequence[Record]) -> tuple[list[Any], list[Table]]:
 
 def write_probe_report(path: str | Path, result: dict[str, Any],
                        records: Sequence[Record]) -> Path:
+    """The report of a probe run; ``result["findings"]`` (claim-like dicts, see
+    :mod:`learnscope.analysis.findings`) fill the claims table."""
     figures, tables = probe_figures(records)
     probes = result["config"].get("probes", [])
     tables.insert(0, Table("Probes", ["probe", "class", "cost", "schedule", "parameters"],
@@ -80,7 +82,13 @@ def write_probe_report(path: str | Path, result: dict[str, Any],
         run_id=result.get("run_id", ""), verdict=result.get("status", ""),
         config={k: v for k, v in result["config"].items() if k != "probes"}
         | {"steps": result.get("steps"), "epochs": result.get("epochs")},
-        claims=[], figures=figures, tables=tables,
-        notes=[f"{len(records)} records. Seconds spent per probe: " + ", ".join(
+        claims=list(result.get("findings", [])), figures=figures, tables=tables,
+        notes=["Findings (the table above): what the records say about this run, each with "
+               "the numbers it was read from and the condition it checks; 'holds' says "
+               "whether that condition is met, the statement gives the reading. Findings "
+               "whose probe was not attached are absent."]
+        + ([f"Findings could not be computed: {result['findings_error']}"]
+           if result.get("findings_error") else [])
+        + [f"{len(records)} records. Seconds spent per probe: " + ", ".join(
             f"{k} {v:.3g}" for k, v in timings.items())])
     return write_report(path, [section], title=f"learnscope probes: {result['study']}")
