@@ -4,10 +4,12 @@ look across every report."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
 
 from learnscope.analysis.figures import FigureData
 
@@ -26,6 +28,9 @@ class Series:
     hi: Sequence[float] | None = None
     dash: str | None = None
     mode: str = "lines+markers"
+    color: str | None = None
+    """A fixed colour (e.g. the layer's colour across a report); default: the palette by
+    position."""
 
 
 def draw(fig: FigureData) -> go.Figure:
@@ -43,11 +48,12 @@ def draw(fig: FigureData) -> go.Figure:
 def line_figure(title: str, series: Sequence[Series], *, x_title: str, y_title: str,
                 log_x: bool = False, log_y: bool = False,
                 vlines: Sequence[tuple[float, str]] = (),
-                hlines: Sequence[tuple[float, str]] = (), height: int = 420) -> go.Figure:
+                hlines: Sequence[tuple[float, str]] = (), height: int = 420,
+                legend_title: str = "") -> go.Figure:
     """Lines with optional shaded bands and labelled vertical / horizontal markers."""
     fig = go.Figure()
     for i, s in enumerate(series):
-        color = PALETTE[i % len(PALETTE)]
+        color = s.color or PALETTE[i % len(PALETTE)]
         if s.lo is not None and s.hi is not None:
             fig.add_trace(go.Scatter(
                 x=list(s.x) + list(s.x)[::-1], y=list(s.hi) + list(s.lo)[::-1], fill="toself",
@@ -67,7 +73,7 @@ def line_figure(title: str, series: Sequence[Series], *, x_title: str, y_title: 
                       line={"dash": "dash", "color": "#999"}, annotation_text=label)
     fig.update_layout(title=title, height=height, template="plotly_white",
                       margin={"l": 60, "r": 20, "t": 70, "b": 50},
-                      legend={"orientation": "h", "y": -0.2})
+                      legend={"orientation": "h", "y": -0.2, "title": {"text": legend_title}})
     fig.update_xaxes(title=x_title, type="log" if log_x else "linear")
     fig.update_yaxes(title=y_title, type="log" if log_y else "linear")
     return fig
@@ -84,7 +90,82 @@ def heatmap_figure(fig: FigureData, height: int = 420) -> go.Figure:
     return out
 
 
-def _rgba(hex_color: str, alpha: float) -> str:
-    h = hex_color.lstrip("#")
-    r, g, b = (int(h[i:i + 2], 16) for i in (0, 2, 4))
+def bar_figure(title: str, names: Sequence[str], values: Sequence[float], *, x_title: str,
+               y_title: str, colors: Sequence[str] | None = None, height: int = 340
+               ) -> go.Figure:
+    """One bar per name, for a value measured once (e.g. per layer); a NaN value is shown as
+    the words "not reached" instead of a bar."""
+    finite = [v if math.isfinite(v) else None for v in values]
+    text = [f"{v:.4g}" if v is not None else "not reached" for v in finite]
+    fig = go.Figure(go.Bar(x=list(names), y=finite, text=text, textposition="outside",
+                           marker={"color": list(colors) if colors else PALETTE[0]},
+                           cliponaxis=False, showlegend=False))
+    fig.update_layout(title=title, height=height, template="plotly_white",
+                      margin={"l": 60, "r": 20, "t": 70, "b": 50})
+    fig.update_xaxes(title=x_title, type="category")
+    fig.update_yaxes(title=y_title, rangemode="tozero")
+    return fig
+
+
+def matrix_figure(title: str, z: Sequence[Sequence[float | None]], rows: Sequence[str],
+                  cols: Sequence[str], *, x_title: str, y_title: str, colorbar: str,
+                  zmin: float | None = None, zmax: float | None = None, height: int = 420
+                  ) -> go.Figure:
+    """A heat map of a matrix (e.g. layer by layer); each cell shows its value."""
+    text = [[f"{v:.2f}" if v is not None and math.isfinite(v) else "" for v in row]
+            for row in z]
+    fig = go.Figure(go.Heatmap(z=[list(row) for row in z], x=list(cols), y=list(rows),
+                               text=text, texttemplate="%{text}", colorscale="Viridis",
+                               zmin=zmin, zmax=zmax, colorbar={"title": colorbar}))
+    fig.update_layout(title=title, height=height, template="plotly_white",
+                      margin={"l": 80, "r": 20, "t": 70, "b": 50})
+    fig.update_xaxes(title=x_title, type="category")
+    fig.update_yaxes(title=y_title, type="category", autorange="reversed")
+    return fig
+
+
+class CaptionedFigure(go.Figure):
+    """A plotly figure that carries one sentence on how to read it (the report prints it under
+    the figure)."""
+
+    _caption: str = ""
+
+    @property
+    def caption(self) -> str:
+        return self._caption
+
+
+def captioned(fig: go.Figure, caption: str) -> CaptionedFigure:
+    out = CaptionedFigure(fig)
+    out._caption = caption
+    return out
+
+
+def natural_key(name: str) -> list[tuple[int, int | str]]:
+    """Sort key that orders ``blocks.2`` before ``blocks.10`` (module order in most models)."""
+    return [(0, int(part)) if part.isdigit() else (1, part)
+            for part in re.split(r"(\d+)", name) if part]
+
+
+def layer_colours(names: Iterable[str], *, fixed: Mapping[str, str] | None = None
+                  ) -> dict[str, str]:
+    """One colour per layer name, assigned in natural (module) order: the palette for up to
+    ten layers, evenly spaced samples of a sequential scale (shallow to deep) beyond."""
+    fixed = dict(fixed or {})
+    ordered = sorted({n for n in names if n not in fixed}, key=natural_key)
+    if len(ordered) <= len(PALETTE):
+        colours = PALETTE[:len(ordered)]
+    else:
+        colours = sample_colorscale("Viridis", [i / (len(ordered) - 1) * 0.9
+                                                for i in range(len(ordered))])
+    return dict(zip(ordered, colours, strict=True)) | fixed
+
+
+def _rgba(color: str, alpha: float) -> str:
+    """``#rrggbb`` or ``rgb(r, g, b)`` with an opacity."""
+    if color.startswith("rgb("):
+        r, g, b = (round(float(v)) for v in color[4:-1].split(","))
+    else:
+        h = color.lstrip("#")
+        r, g, b = (int(h[i:i + 2], 16) for i in (0, 2, 4))
     return f"rgba({r},{g},{b},{alpha})"
