@@ -212,7 +212,7 @@ def _suspicious_findings(keys: dict[str, dict[str, list[Record]]],
         reading = (f"The {len(top)} training examples ranked most suspicious ({method}): "
                    + "; ".join(parts) + ". ")
         reading += (f"{n_wrong} of them still contradict their given label at the end: "
-                    "candidates for mislabeled examples (check them)" if n_wrong else
+                    "candidates for mislabeled (or genuinely hard) examples: check them" if n_wrong else
                     "All of them are fitted now, but late and with low margins: the signature "
                     "of memorization (or of mislabeled examples fitted by heart)")
         if not given or given[0] is None:
