@@ -49,6 +49,9 @@ class StudySection:
     timings: dict[str, Any] = field(default_factory=dict)
     about: str = ""
     """The study's explanation (phenomenon, setup, sources, what its claims mean)."""
+    findings: bool = False
+    """The claims are findings about a user's run (conditions read from its records, not a
+    paper's result): titled "Findings", answered yes/no without a pass/fail colour."""
 
     @classmethod
     def from_result(cls, result: dict[str, Any], analysis: Analysis,
@@ -81,19 +84,25 @@ def _table_html(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
-def _claims_html(claims: list[dict[str, Any]]) -> str:
+def _claims_html(claims: list[dict[str, Any]], findings: bool = False) -> str:
     rows = []
     for c in claims:
-        state = "holds" if c["holds"] else "fails"
-        gate = "" if c.get("gating", True) else ' <span class="badge info">not gating</span>'
+        if findings:
+            state, css = ("yes", "info") if c["holds"] else ("no", "info")
+            gate = ""
+        else:
+            state = css = "holds" if c["holds"] else "fails"
+            gate = "" if c.get("gating", True) else ' <span class="badge info">not gating</span>'
         rows.append(
             f"<tr><td><code>{html.escape(c['id'])}</code></td>"
             f"<td>{html.escape(c['statement'])}{gate}</td>"
             f"<td>{html.escape(_fmt(c['measured']))}</td>"
             f"<td>{html.escape(c['threshold'])}</td>"
-            f"<td><span class='badge {state}'>{state}</span></td></tr>")
-    return ("<table><tr><th>claim</th><th>statement</th><th>measured</th><th>expected</th>"
-            f"<th>result</th></tr>{''.join(rows)}</table>")
+            f"<td><span class='badge {css}'>{state}</span></td></tr>")
+    head = ("<th>finding</th><th>reading</th><th>measured</th><th>condition</th>"
+            "<th>condition met</th>") if findings else (
+        "<th>claim</th><th>statement</th><th>measured</th><th>expected</th><th>result</th>")
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
 def _section_html(s: StudySection, index: int) -> str:
@@ -102,7 +111,8 @@ def _section_html(s: StudySection, index: int) -> str:
              "</h2>",
              f"<div class='meta'>study <code>{html.escape(s.study)}</code> · run "
              f"<code>{html.escape(s.run_id)}</code> · source: {html.escape(s.source)}</div>",
-             _about_html(s.about), "<h3>Claims</h3>", _claims_html(s.claims)]
+             _about_html(s.about), "<h3>Findings</h3>" if s.findings else "<h3>Claims</h3>",
+             _claims_html(s.claims, s.findings)]
     if s.notes:
         parts.append("<div class='card'>" + "".join(f"<p>{html.escape(n)}</p>" for n in s.notes)
                      + "</div>")

@@ -468,10 +468,10 @@ def write_probe_report(path: str | Path, result: dict[str, Any],
         run_id=result.get("run_id", ""), verdict=result.get("status", ""),
         config={k: v for k, v in result["config"].items() if k != "probes"}
         | {"steps": result.get("steps"), "epochs": result.get("epochs")},
-        claims=list(result.get("findings", [])), figures=figures, tables=tables,
+        claims=list(result.get("findings", [])), figures=figures, tables=tables, findings=True,
         notes=["Findings (the table above): what the records say about this run, each with "
-               "the numbers it was read from and the condition it checks; 'holds' says "
-               "whether that condition is met, the statement gives the reading. Findings "
+               "the numbers it was read from and the condition it checks; 'condition met' "
+               "says whether that condition is true, the statement gives the reading. Findings "
                "whose probe was not attached are absent."]
         + ([f"Findings could not be computed: {result['findings_error']}"]
            if result.get("findings_error") else [])
