@@ -31,7 +31,7 @@ import pandas as pd
 
 from learnscope.errors import LearnscopeError
 from learnscope.store.records import Record, TrialResult
-from learnscope.store.sqlite import RunInfo, RunStore
+from learnscope.store.sqlite import RunInfo, opened_run
 
 __all__ = ["FIGURE_FORMATS", "figures", "records_table", "tensorboard_tag", "to_csv",
            "to_parquet", "to_tensorboard"]
@@ -50,16 +50,7 @@ _MAX_DIR_NAME = 120
 def _stored_run(run_dir: PathLike) -> tuple[RunInfo, list[TrialResult]]:
     """The run stored for ``run_dir`` and its trials; LearnscopeError (one line) when the
     folder is not a run of a learnscope store."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise LearnscopeError(f"run directory not found: {run_dir}")
-    out_dir = run_dir.resolve().parent.parent
-    if not (out_dir / "learnscope.db").is_file():
-        raise LearnscopeError(f"{run_dir} is not a run directory (no learnscope.db in {out_dir})")
-    with RunStore(out_dir) as store:
-        run = store.run_for_dir(run_dir)
-        if run is None:
-            raise LearnscopeError(f"no run stored for {run_dir} in {out_dir / 'learnscope.db'}")
+    with opened_run(run_dir) as (store, run):
         trials = store.load_trials(run.run_id)
         if run.config.get("kind") == "probes" and not trials:
             # A Scope appends its records to one live trial that has no trial row.

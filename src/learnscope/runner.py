@@ -23,10 +23,9 @@ import torch
 
 from learnscope.analysis import Analysis, jsonable, verdict
 from learnscope.config import StudyConfig, build_config, config_to_dict, load_toml, stable_hash
-from learnscope.errors import LearnscopeError
 from learnscope.exec import make_executor
 from learnscope.store import RunInfo, RunStore
-from learnscope.store.sqlite import TrialWrite
+from learnscope.store.sqlite import TrialWrite, opened_run
 from learnscope.studies import get_study
 from learnscope.studies.base import Study
 
@@ -244,15 +243,7 @@ def rebuild_report(run_dir: str | Path) -> Path:
     from learnscope.report.html import write_report as _write
 
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise LearnscopeError(f"run directory not found: {run_dir}")
-    out_dir = run_dir.resolve().parent.parent
-    if not (out_dir / "learnscope.db").is_file():
-        raise LearnscopeError(f"{run_dir} is not a run directory (no learnscope.db in {out_dir})")
-    with RunStore(out_dir) as store:
-        run = store.run_for_dir(run_dir)
-        if run is None:
-            raise LearnscopeError(f"no run stored for {run_dir} in {out_dir / 'learnscope.db'}")
+    with opened_run(run_dir) as (store, run):
         if run.config.get("kind") == "probes":
             return _rebuild_probe_report(store, run)
         study = get_study(run.study)

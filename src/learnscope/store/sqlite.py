@@ -13,12 +13,13 @@ missing trials. Probes of a live training loop append records as they go (``appe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -309,6 +310,23 @@ class RunStore:
 
     def _transaction(self) -> _Tx:
         return _Tx(self._db)
+
+
+@contextlib.contextmanager
+def opened_run(run_dir: str | os.PathLike[str]) -> Iterator[tuple[RunStore, RunInfo]]:
+    """The store that holds the run folder ``run_dir`` (``OUT/<study>/<run-id>``) and that run;
+    StoreError (one line) when the folder is not a run of a learnscope store."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise StoreError(f"run directory not found: {run_dir}")
+    out_dir = run_dir.resolve().parent.parent
+    if not (out_dir / "learnscope.db").is_file():
+        raise StoreError(f"{run_dir} is not a run directory (no learnscope.db in {out_dir})")
+    with RunStore(out_dir) as store:
+        run = store.run_for_dir(run_dir)
+        if run is None:
+            raise StoreError(f"no run stored for {run_dir} in {out_dir / 'learnscope.db'}")
+        yield store, run
 
 
 class _Tx:
