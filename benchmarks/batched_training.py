@@ -26,11 +26,10 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from _plain import plain_sgd
 from torch import nn
 
 from learnscope.data.classification import ClassificationData
-from learnscope.seeding import torch_generator
 from learnscope.train.batched import BatchedTrainer, ModelSpec, bucket_widths
 
 N_TRAIN, N_TEST, N_IN, N_CLASSES, BATCH = 4000, 1000, 40, 10, 128
@@ -63,24 +62,11 @@ def _timed(fn) -> float:
 
 def one_by_one(widths: list[int], data: ClassificationData, steps: int) -> None:
     """The plain loop: each model trained on its own with autograd and torch.optim.SGD."""
-    x, y, n = data.x_train, data.y_train, len(data.x_train)
+    x, y = data.x_train, data.y_train
     for seed, width in enumerate(widths):
         torch.manual_seed(seed)  # the user's way; the benchmark does not care about the RNG
         model = nn.Sequential(nn.Linear(N_IN, width), nn.ReLU(), nn.Linear(width, N_CLASSES))
-        opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
-        order = torch_generator(seed, "batch-order")
-        done = 0
-        while done < steps:
-            perm = torch.randperm(n, generator=order)
-            for i in range(0, n, BATCH):
-                idx = perm[i:i + BATCH]
-                loss = F.cross_entropy(model(x[idx]), y[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                done += 1
-                if done == steps:
-                    break
+        plain_sgd(model, x, y, steps=steps, batch=BATCH, seed=seed, lr=LR, momentum=MOMENTUM)
 
 
 def batched(groups: list[list[int]], data: ClassificationData, steps: int) -> None:

@@ -46,12 +46,12 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _plain import plain_sgd
 from torch import nn
 
 from learnscope.data.classification import ClassificationData
 from learnscope.data.corruptions import flip_labels
 from learnscope.data.mnist1d import mnist1d
-from learnscope.seeding import torch_generator
 from learnscope.train.batched import (
     BatchedResult,
     BatchedTrainer,
@@ -190,21 +190,8 @@ def plain_run(width: int, data: ClassificationData, steps: int, seed: int,
     torch.manual_seed(seed)  # the notebook's way; the benchmark does not care about the RNG
     model = nn.Sequential(nn.Linear(N_IN, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
                           nn.Linear(width, N_CLASSES))
-    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
-    order = torch_generator(seed, "batch-order")
-    x, y, n = data.x_train, data.y_train, len(data.x_train)
-    done = 0
-    while done < steps:
-        perm = torch.randperm(n, generator=order)
-        for i in range(0, n, BATCH):
-            idx = perm[i:i + BATCH]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            done += 1
-            if done == steps:
-                break
+    plain_sgd(model, data.x_train, data.y_train, steps=steps, batch=BATCH, seed=seed, lr=LR,
+              momentum=MOMENTUM)
     t1 = time.perf_counter()
     for _ in range(evals):
         _evaluate(model, data)

@@ -33,11 +33,10 @@ import time
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
+from _plain import plain_sgd
 from torch import nn
 
 from learnscope.models import cnn1d, mlp
-from learnscope.seeding import torch_generator
 from learnscope.train.stacked import FastMLPStack, StackedTrainer, make_stack
 
 N_TRAIN, N_IN, N_CLASSES = 4000, 40, 10
@@ -70,23 +69,9 @@ def _timed(fn: Callable[[], object]) -> float:
 def one_by_one(make: Callable[[int], nn.Module], K: int, x: torch.Tensor, y: torch.Tensor,
                steps: int, batch: int) -> None:
     """The plain loop: each model trained on its own with autograd and torch.optim.SGD."""
-    n = len(x)
     for seed in range(K):
         model = make(seed)
-        opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
-        order = torch_generator(seed, "batch-order")
-        done = 0
-        while done < steps:
-            perm = torch.randperm(n, generator=order)
-            for i in range(0, n, batch):
-                idx = perm[i:i + batch]
-                loss = F.cross_entropy(model(x[idx]), y[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                done += 1
-                if done == steps:
-                    break
+        plain_sgd(model, x, y, steps=steps, batch=batch, seed=seed, lr=LR, momentum=MOMENTUM)
 
 
 def stacked(make: Callable[[int], nn.Module], K: int, x: torch.Tensor, y: torch.Tensor,
