@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -118,3 +119,95 @@ def test_sigkilled_process_sweep_resumes(tmp_path, capsys):
     db.close()
     assert (trials, dups, runs) == (total, 0, 1)
     assert result["verdict"] == "reproduced"
+
+
+def _children(pid):
+    """Pids of a process's children (Linux /proc; psutil is not a dependency)."""
+    kids = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return kids
+
+
+def _alive(pid):
+    """True while ``pid`` runs; a zombie (dead, not yet reaped by init) counts as gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _cmdline(pid):
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_process_workers_die_with_a_sigkilled_driver(tmp_path):
+    args = ["run", "double-descent", "--quick", "--seeds", "8", "--executor", "process",
+            "--workers", "2", "--out", str(tmp_path)]
+    driver = subprocess.Popen([sys.executable, "-m", "learnscope.cli", *args],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    workers = []
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and driver.poll() is None:
+            workers = [c for c in _children(driver.pid) if "spawn_main" in _cmdline(c)]
+            if len(workers) >= 2:
+                break
+            time.sleep(0.05)
+        assert len(workers) == 2 and driver.poll() is None, "no two workers to orphan"
+        helpers = _children(driver.pid)  # the workers and multiprocessing's resource tracker
+        os.kill(driver.pid, signal.SIGKILL)  # the driver alone, not its process group
+        driver.wait(timeout=30)
+        deadline = time.time() + 5
+        while time.time() < deadline and any(_alive(p) for p in helpers):
+            time.sleep(0.05)
+        left = [(p, _cmdline(p)[:80]) for p in helpers if _alive(p)]
+        assert not left, f"still running {time.time() - deadline + 5:.1f} s after the kill"
+    finally:
+        try:
+            os.killpg(driver.pid, signal.SIGKILL)  # whatever a failing run left behind
+        except ProcessLookupError:
+            pass
+
+
+_ORPHAN = """
+import os, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", '''
+import os, sys, time
+from learnscope.exec.worker import die_with_parent
+print(die_with_parent(os.getppid(), poll_s=0.1, use_prctl=sys.argv[1] == "1"), flush=True)
+time.sleep(120)
+''', sys.argv[1]], stdout=subprocess.PIPE, text=True)
+print(child.pid, child.stdout.readline().strip(), flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("use_prctl,mechanism", [(True, "prctl"), (False, "poll")])
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux-only")
+def test_die_with_parent(use_prctl, mechanism):
+    parent = subprocess.Popen([sys.executable, "-c", _ORPHAN, str(int(use_prctl))],
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        child_pid, used = parent.stdout.readline().split()
+        assert used == mechanism and _alive(int(child_pid))
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.time() + 3
+        while time.time() < deadline and _alive(int(child_pid)):
+            time.sleep(0.02)
+        assert not _alive(int(child_pid))
+    finally:
+        try:
+            os.killpg(parent.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -10,7 +10,7 @@ from typing import Any
 
 from learnscope.config import config_to_dict
 from learnscope.errors import LearnscopeError
-from learnscope.exec.worker import init_worker, run_group
+from learnscope.exec.worker import init_pool_worker, run_group
 from learnscope.studies.base import Study, TrialOutput
 
 
@@ -25,7 +25,8 @@ class ProcessExecutor:
     """Runs trial groups in ``workers`` spawned processes (default: one per core).
 
     Results come back to the driver, which alone writes the store. Spawned (not forked)
-    workers: forking a process that has started torch's thread pools can deadlock.
+    workers: forking a process that has started torch's thread pools can deadlock. A spawned
+    worker's parent is the driver, so workers end with it even when it is SIGKILLed.
     """
 
     name = "process"
@@ -47,7 +48,8 @@ class ProcessExecutor:
         config = config_to_dict(cfg)
         self._pool = ProcessPoolExecutor(
             max_workers=min(self.workers, len(groups)),
-            mp_context=multiprocessing.get_context("spawn"), initializer=init_worker)
+            mp_context=multiprocessing.get_context("spawn"), initializer=init_pool_worker,
+            initargs=(os.getpid(),))
         try:
             futures: dict[Future[Any], int] = {
                 self._pool.submit(run_group, study.name, config, specs): i
