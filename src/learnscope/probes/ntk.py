@@ -32,7 +32,8 @@ class NTKProbe(Probe):
     This is the training response of Nakazato 2024 operationalised through the NTK: one SGD
     step of size ``lr`` on ``x'`` changes ``f(x)`` by ``-lr dL/df(x') K_t(x, x')`` to first
     order, so ``tr K_t / tr K_0`` tracks the response magnitude and the width its specificity
-    (our reading of the paper's abstract; see PHENOMENA §16).
+    (our reading of the abstract of Nakazato 2024, arXiv 2405.04074, not a reproduction of
+    the paper's own model).
 
     ``K_0`` is computed once, from the parameters the scope saw when it opened
     (``ctx.init_state``) and the buffers at ``setup``, on the same inputs, also when the first

@@ -61,16 +61,22 @@ def line_figure(title: str, series: Sequence[Series], *, x_title: str, y_title: 
                 showlegend=False, name=f"{s.name} spread"))
         fig.add_trace(go.Scatter(x=list(s.x), y=list(s.y), name=s.name, mode=s.mode,
                                  line={"color": color, "dash": s.dash}, marker={"size": 5}))
+    # plotly places a shape's x0/x1 (y0/y1) in data units also on a log axis (it takes the log
+    # itself), but an annotation's x (y) in axis units: log10 of the value on a log axis.
     for x, label in vlines:
-        # A vertical line as a data trace spanning the plot (paper-referenced y): its x is in
-        # data units on linear and log axes alike, so it sits exactly at x.
+        if log_x and not x > 0:
+            continue  # no place on a log axis
         fig.add_shape(type="line", x0=x, x1=x, y0=0, y1=1, xref="x", yref="paper",
                       line={"dash": "dot", "color": "#555"})
-        fig.add_annotation(x=math.log10(x) if log_x and x > 0 else x, y=1, xref="x",
-                           yref="paper", text=label, showarrow=False, yanchor="bottom")
+        fig.add_annotation(x=_annotation_position(x, log_x), y=1, xref="x", yref="paper",
+                           text=label, showarrow=False, yanchor="bottom")
     for y, label in hlines:
-        fig.add_hline(y=math.log10(y) if log_y and y > 0 else y,
-                      line={"dash": "dash", "color": "#999"}, annotation_text=label)
+        if log_y and not y > 0:
+            continue
+        fig.add_shape(type="line", x0=0, x1=1, y0=y, y1=y, xref="paper", yref="y",
+                      line={"dash": "dash", "color": "#999"})
+        fig.add_annotation(x=1, y=_annotation_position(y, log_y), xref="paper", yref="y",
+                           text=label, showarrow=False, xanchor="right", yanchor="bottom")
     fig.update_layout(title=title, height=height, template="plotly_white",
                       margin={"l": 60, "r": 20, "t": 70, "b": 50},
                       legend={"orientation": "h", "y": -0.2, "title": {"text": legend_title}})
@@ -159,6 +165,12 @@ def layer_colours(names: Iterable[str], *, fixed: Mapping[str, str] | None = Non
         colours = sample_colorscale("Viridis", [i / (len(ordered) - 1) * 0.9
                                                 for i in range(len(ordered))])
     return dict(zip(ordered, colours, strict=True)) | fixed
+
+
+def _annotation_position(value: float, log: bool) -> float:
+    """Where an annotation at data value ``value`` goes: plotly reads annotation positions on
+    a log axis as log10 of the value (shapes, by contrast, take the value itself)."""
+    return math.log10(value) if log else value
 
 
 def _rgba(color: str, alpha: float) -> str:

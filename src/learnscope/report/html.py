@@ -1,9 +1,13 @@
-"""Self-contained HTML reports: plotly.js is embedded once, so a report opens offline."""
+"""HTML reports that open offline. plotly.js (4.8 MB) is written once into the results folder
+(``OUT/plotly-<version>.min.js``) and every report below it (``OUT/<study>/<run>/report.html``,
+the tour's ``OUT/tour/<time>/report.html``) loads it by relative path; a report written anywhere
+else, or asked to be standalone, embeds it."""
 
 from __future__ import annotations
 
 import html
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +30,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 .badge{display:inline-block;padding:2px 10px;border-radius:12px;font-weight:600;font-size:13px}
 .reproduced,.holds{background:#d4f4dd;color:#11602a} .partial{background:#fff1c2;color:#7a5a00}
 .not-reproduced,.fails{background:#fbd5d5;color:#8a1c1c} .info{background:#e7eefc;color:#23427a}
+.neutral{background:#eeeeee;color:#444}
 details{margin:8px 0} code{background:#f3f3f3;padding:1px 4px;border-radius:3px}
 nav a{margin-right:12px}
 """
@@ -90,9 +95,14 @@ def _claims_html(claims: list[dict[str, Any]], findings: bool = False) -> str:
         if findings:
             state, css = ("yes", "info") if c["holds"] else ("no", "info")
             gate = ""
-        else:
+        elif c["holds"] or c.get("gating", True):
             state = css = "holds" if c["holds"] else "fails"
             gate = "" if c.get("gating", True) else ' <span class="badge info">not gating</span>'
+        else:
+            # A weak effect that does not decide the verdict: not seeing it at this size is
+            # a result to read, not a failure of the run.
+            state, css = "not seen at this size", "neutral"
+            gate = ' <span class="badge info">not gating</span>'
         rows.append(
             f"<tr><td><code>{html.escape(c['id'])}</code></td>"
             f"<td>{html.escape(c['statement'])}{gate}</td>"
@@ -158,9 +168,10 @@ def _about_html(about: str) -> str:
             + "".join(body) + "</div></details>")
 
 
-def render(sections: Sequence[StudySection], *, title: str) -> str:
-    from plotly.offline import get_plotlyjs
-
+def render(sections: Sequence[StudySection], *, title: str,
+           plotlyjs_src: str | None = None) -> str:
+    """The report's HTML; plotly.js is loaded from ``plotlyjs_src`` (a relative URL), or
+    embedded when that is None."""
     nav = ""
     if len(sections) > 1:
         rows = [[s.title, s.verdict, sum(c["holds"] for c in s.claims), len(s.claims)]
@@ -171,15 +182,75 @@ def render(sections: Sequence[StudySection], *, title: str) -> str:
                                    for i, s in enumerate(sections)) + "</nav>")
     body = "\n".join(_section_html(s, i) for i, s in enumerate(sections))
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-            f"</title><style>{_CSS}</style><script type='text/javascript'>{get_plotlyjs()}"
-            f"</script></head><body><main><h1>{html.escape(title)}</h1>{nav}{body}</main>"
-            "</body></html>")
+            f"</title><style>{_CSS}</style>{_plotlyjs_html(plotlyjs_src)}</head><body><main>"
+            f"{_missing_plotlyjs_html(plotlyjs_src)}<h1>{html.escape(title)}</h1>{nav}{body}"
+            "</main></body></html>")
 
 
-def write_report(path: str | Path, sections: Sequence[StudySection], *, title: str) -> Path:
-    """Write a self-contained report; the file appears only when complete."""
+def write_report(path: str | Path, sections: Sequence[StudySection], *, title: str,
+                 standalone: bool = False) -> Path:
+    """Write a report; the file appears only when complete. Below a results folder it shares
+    that folder's copy of plotly.js (written on first use); elsewhere, or with ``standalone``,
+    plotly.js is embedded."""
     path = Path(path)
+    root = None if standalone else results_root(path)
+    src = None
+    if root is not None:
+        shared = write_shared_plotlyjs(root)
+        src = os.path.relpath(shared, path.absolute().parent).replace(os.sep, "/")
     tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(render(sections, title=title), encoding="utf-8")
+    tmp.write_text(render(sections, title=title, plotlyjs_src=src), encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+def plotlyjs_name() -> str:
+    """The shared plotly.js file's name; the version in it keeps reports of different plotly
+    versions apart."""
+    from plotly.offline import get_plotlyjs_version
+
+    return f"plotly-{get_plotlyjs_version()}.min.js"
+
+
+def results_root(report: Path) -> Path | None:
+    """The results folder ``OUT`` when ``report`` is ``OUT/<folder>/<run>/report.html`` beside
+    ``OUT/learnscope.db`` (the layout of run, probe and tour reports); else None."""
+    root = report.absolute().parent.parent.parent
+    return root if (root / "learnscope.db").is_file() else None
+
+
+def write_shared_plotlyjs(root: Path) -> Path:
+    """``root/plotly-<version>.min.js``, written (atomically) unless already there intact."""
+    from plotly.offline import get_plotlyjs
+
+    target = root / plotlyjs_name()
+    js = get_plotlyjs()
+    if not (target.is_file() and target.stat().st_size == len(js.encode("utf-8"))
+            and target.read_text(encoding="utf-8") == js):
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.write_text(js, encoding="utf-8")
+        tmp.replace(target)
+    return target
+
+
+def _plotlyjs_html(src: str | None) -> str:
+    if src is None:
+        from plotly.offline import get_plotlyjs
+
+        return f"<script type='text/javascript'>{get_plotlyjs()}</script>"
+    return f"<script type='text/javascript' src='{html.escape(src)}'></script>"
+
+
+def _missing_plotlyjs_html(src: str | None) -> str:
+    """A notice, shown only when the shared plotly.js did not load (e.g. the run folder was
+    copied without its results folder), instead of silently empty figures."""
+    if src is None:
+        return ""
+    text = html.escape(
+        f"The figures are missing: this report loads plotly.js from {src} (the results folder "
+        "it was written in), which is not there. Copy that file to the same place relative to "
+        "this report, or write a self-contained report with: learnscope report RUN_FOLDER "
+        "--standalone")
+    return (f"<div id='plotlyjs-missing' class='card fails' style='display:none'>{text}</div>"
+            "<script>if(!window.Plotly){document.getElementById('plotlyjs-missing')"
+            ".style.display='block'}</script>")
