@@ -436,3 +436,25 @@ def test_non_finite_and_single_array_inputs_raise():
         linear_cka(x, bad)
     with pytest.raises(ValueError, match="sequence of per-layer activations"):
         cka_matrix(torch.from_numpy(x))
+
+
+@pytest.mark.parametrize("unbiased", [False, True])
+@pytest.mark.parametrize("shape", [(40, 6), (12, 50)])  # feature-space and Gram routes
+def test_linear_cka_to_equals_pairwise_calls(unbiased, shape):
+    from learnscope.measures.cka import linear_cka_to
+
+    g = torch.Generator().manual_seed(5)
+    n, d = shape
+    y = torch.randn(n, d, generator=g)
+    xs = [torch.randn(n, d, generator=g), y + 0.1 * torch.randn(n, d, generator=g),
+          torch.ones(n, 3), torch.randn(n, d + 2, generator=g).numpy()]
+    got = linear_cka_to(xs, y, unbiased=unbiased)
+    assert math.isnan(got[2])  # constant: undefined, as linear_cka says
+    with pytest.raises(ValueError, match="constant"):
+        linear_cka(xs[2], y, unbiased=unbiased)
+    for x, v in zip([xs[0], xs[1], xs[3]], [got[0], got[1], got[3]], strict=True):
+        assert v == pytest.approx(linear_cka(x, y, unbiased=unbiased), rel=1e-12, abs=1e-15)
+    with pytest.raises(ValueError, match="examples"):
+        linear_cka_to([torch.randn(n + 1, d)], y)
+    with pytest.raises(ValueError, match="constant"):
+        linear_cka_to(xs[:1], torch.ones(n, 2))

@@ -301,3 +301,24 @@ def test_noise_bad_args_and_missing_targets():
         probe.measure(ctx_for(make_model(), 0, X, None))
     with pytest.raises(ValueError, match="targets"):
         Scope(make_model(), [probe], data=(X, None), out=None)
+
+
+def test_stats_updates_of_mixed_dtypes_over_several_measurements():
+    """The probe reuses its snapshot buffers (differences in place for float32/float64,
+    through parameter_update_norms for bfloat16): every interval equals the measure."""
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(5, 8), nn.Linear(8, 4).double(), nn.Linear(4, 3))
+    model[2].to(torch.bfloat16)
+    probe = GradientStatsProbe(schedule=every(2))
+    probe.setup(model)
+    probe.measure(ctx_for(model, 0))
+    for step in (2, 4, 6):
+        before = parameter_snapshot(model)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn(p.shape, dtype=torch.float32).to(p.dtype) * 0.01)
+        recs = probe.measure(ctx_for(model, step))
+        upd = parameter_update_norms(before, parameter_snapshot(model))
+        for name, value in upd.items():
+            assert select(recs, "update_norm", parameter=name)[0].value == \
+                pytest.approx(value / 2, rel=1e-5), (step, name)

@@ -217,3 +217,11 @@ def test_close_without_final_measurements_and_no_side_effects():
         session.step()
     with pytest.raises(RuntimeError, match="closed"):
         session.epoch()
+
+
+def test_pending_scalars_of_mixed_dtypes_become_floats_in_order():
+    from learnscope.probes.session import _to_floats
+
+    values = [torch.tensor(1.5), 2.0, torch.tensor(0.25, dtype=torch.bfloat16),
+              torch.tensor(1e-300, dtype=torch.float64), torch.tensor(3.0).reshape(())]
+    assert _to_floats(values) == [1.5, 2.0, 0.25, 1e-300, 3.0]

@@ -23,6 +23,7 @@ CKA is ``HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L))`` with linear kernels ``K = X 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["MinibatchCKA", "cka_matrix", "linear_cka", "minibatch_cka"]
+__all__ = ["MinibatchCKA", "cka_matrix", "linear_cka", "linear_cka_to", "minibatch_cka"]
 
 _MIN_UNBIASED_EXAMPLES = 4
 # A feature whose deviations from its mean are below this fraction of its magnitude is treated
@@ -143,23 +144,30 @@ def _feature_space_cheaper(n: int, dx: int, dy: int) -> bool:
     return dx * dy + dx * dx + dy * dy < n * (dx + dy)
 
 
-def _hsic_terms_features(xc: Tensor, yc: Tensor, unbiased: bool) -> tuple[float, float, float]:
+def _hsic_terms_features(xc: Tensor, yc: Tensor, unbiased: bool,
+                         cache: dict[str, Any] | None = None) -> tuple[float, float, float]:
     """(HSIC(K,L), HSIC(K,K), HSIC(L,L)) from ``d x d`` products; needs column-centered input.
 
     Biased: ``tr(KHLH) = ||Y^T X||_F^2``. Unbiased: with centered data ``K 1 = 0``, so with
     ``k = diag(K)``: ``tr(K~L~) = ||Y^T X||_F^2 - k.l``, ``1'K~1 = -sum(k)``, ``K~1 = -k``,
     which turns Song et al.'s formula into ``d x d`` products plus ``O(n)`` corrections.
+    ``cache`` keeps ``y``'s own terms between calls with the same ``yc``.
     """
     n = xc.shape[0]
     scale = _hsic_scale(n, unbiased)
     cross = torch.linalg.matrix_norm(yc.T @ xc) ** 2
     self_x = torch.linalg.matrix_norm(xc.T @ xc) ** 2
-    self_y = torch.linalg.matrix_norm(yc.T @ yc) ** 2
+    if cache is not None and "features" in cache:
+        self_y, ky = cache["features"]
+    else:
+        self_y = torch.linalg.matrix_norm(yc.T @ yc) ** 2
+        ky = (yc * yc).sum(dim=1)
+        if cache is not None:
+            cache["features"] = (self_y, ky)
     if not unbiased:
         return float(cross * scale), float(self_x * scale), float(self_y * scale)
 
     kx = (xc * xc).sum(dim=1)
-    ky = (yc * yc).sum(dim=1)
 
     def song(frob2: Tensor, a: Tensor, b: Tensor) -> float:
         ab = a @ b
@@ -169,12 +177,19 @@ def _hsic_terms_features(xc: Tensor, yc: Tensor, unbiased: bool) -> tuple[float,
     return song(cross, kx, ky), song(self_x, kx, kx), song(self_y, ky, ky)
 
 
-def _hsic_terms_gram(xc: Tensor, yc: Tensor, unbiased: bool) -> tuple[float, float, float]:
-    """(HSIC(K,L), HSIC(K,K), HSIC(L,L)) from ``n x n`` (centered or U-centered) Gram matrices."""
+def _hsic_terms_gram(xc: Tensor, yc: Tensor, unbiased: bool,
+                     cache: dict[str, Any] | None = None) -> tuple[float, float, float]:
+    """(HSIC(K,L), HSIC(K,K), HSIC(L,L)) from ``n x n`` (centered or U-centered) Gram matrices;
+    ``cache`` keeps ``y``'s Gram between calls with the same ``yc``."""
     n = xc.shape[0]
     scale = _hsic_scale(n, unbiased)
     gx = _centered_gram(xc, unbiased)
-    gy = _centered_gram(yc, unbiased)
+    if cache is not None and "gram" in cache:
+        gy = cache["gram"]
+    else:
+        gy = _centered_gram(yc, unbiased)
+        if cache is not None:
+            cache["gram"] = gy
     return (
         float((gx * gy).sum() * scale),
         float((gx * gx).sum() * scale),
@@ -189,13 +204,18 @@ def _linear_hsic_terms(
     xm, ym = _as_matrix(x, "x"), _as_matrix(y, "y")
     n = _common_n([xm, ym], ["x", "y"])
     _check_n(n, unbiased)
-    xc, yc = _center(xm, "x"), _center(ym, "y")
+    return _hsic_terms_centered(_center(xm, "x"), _center(ym, "y"), unbiased, method)
+
+
+def _hsic_terms_centered(xc: Tensor, yc: Tensor, unbiased: bool, method: str = "auto",
+                         cache: dict[str, Any] | None = None) -> tuple[float, float, float]:
+    n = xc.shape[0]
     if method == "auto":
         method = "features" if _feature_space_cheaper(n, xc.shape[1], yc.shape[1]) else "gram"
     if method == "features":
-        return _hsic_terms_features(xc, yc, unbiased)
+        return _hsic_terms_features(xc, yc, unbiased, cache)
     if method == "gram":
-        return _hsic_terms_gram(xc, yc, unbiased)
+        return _hsic_terms_gram(xc, yc, unbiased, cache)
     raise ValueError(f"unknown method {method!r}; expected 'auto', 'features' or 'gram'")
 
 
@@ -274,6 +294,42 @@ def linear_cka(x: Any, y: Any, *, unbiased: bool = False) -> float:
     _check_self_hsic(hxx, "x")
     _check_self_hsic(hyy, "y")
     return hxy / float(np.sqrt(hxx * hyy))
+
+
+def linear_cka_to(xs: Sequence[Any], y: Any, *, unbiased: bool = False) -> list[float]:
+    """``[linear_cka(x, y, unbiased=unbiased) for x in xs]`` with ``y`` validated, centered and
+    its own HSIC term computed once (e.g. every checkpoint against the final state).
+
+    An ``x`` on which CKA is undefined (constant or non-finite activations) gives NaN;
+    :func:`linear_cka` on it says why. A bad ``y``, or an ``x`` with another number of
+    examples, raises ``ValueError``.
+
+    >>> import torch
+    >>> x = torch.randn(30, 5, generator=torch.Generator().manual_seed(0))
+    >>> [round(v, 6) for v in linear_cka_to([x, 2 * x, torch.ones(30, 5)], x)][:2]
+    [1.0, 1.0]
+    """
+    ym = _as_matrix(y, "y")
+    n = ym.shape[0]
+    _check_n(n, unbiased)
+    yc = _center(ym, "y")
+    cache: dict[str, Any] = {}
+    out: list[float] = []
+    for i, x in enumerate(xs):
+        name = f"xs[{i}]"
+        t = x if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x))
+        if t.ndim == 0 or t.shape[0] != n:
+            raise ValueError(f"mismatched numbers of examples: y has {n} but {name} has "
+                             f"{t.shape[0] if t.ndim else 'none'}")
+        try:
+            xc = _center(_as_matrix(t, name), name)
+        except ValueError:
+            out.append(math.nan)
+            continue
+        hxy, hxx, hyy = _hsic_terms_centered(xc, yc, unbiased, cache=cache)
+        _check_self_hsic(hyy, "y")
+        out.append(hxy / math.sqrt(hxx * hyy) if hxx > 0.0 else math.nan)
+    return out
 
 
 def cka_matrix(activations: Sequence[Any], *, unbiased: bool = False) -> Tensor:

@@ -102,11 +102,21 @@ def tensor_norms(
     makers = {n: t if callable(t) and not isinstance(t, Tensor) else _const(t)
               for n, t in tensors.items()}
     by_device: dict[torch.device, list[tuple[str, Tensor]]] = {}
-    for name, make in makers.items():
-        t = _dense(make())
-        acc = torch.promote_types(t.dtype, precision)
-        by_device.setdefault(t.device, []).append(
-            (name, torch.linalg.vector_norm(t, dtype=acc).to(torch.float64)))
+    # Dense real tensors given as such: one fused norm call per (device, dtype) group.
+    groups: dict[tuple[torch.device, torch.dtype], list[tuple[str, Tensor]]] = {}
+    for name, t in tensors.items():
+        if isinstance(t, Tensor) and t.is_floating_point() and t.layout == torch.strided:
+            groups.setdefault((t.device, t.dtype), []).append((name, t.detach()))
+        else:
+            t = _dense(makers[name]())
+            acc = torch.promote_types(t.dtype, precision)
+            by_device.setdefault(t.device, []).append(
+                (name, torch.linalg.vector_norm(t, dtype=acc).to(torch.float64)))
+    for (device, dtype), items in groups.items():
+        acc = torch.promote_types(dtype, precision)
+        norms = torch._foreach_norm([t for _, t in items], 2, dtype=acc)
+        by_device.setdefault(device, []).extend(
+            (name, v.to(torch.float64)) for (name, _), v in zip(items, norms, strict=True))
     out: dict[str, float] = {}
     for items in by_device.values():
         values = torch.stack([v for _, v in items]).tolist()

@@ -205,9 +205,16 @@ def _mp_quantile(ratio: float, probs: np.ndarray) -> np.ndarray:
 
     The density ``sqrt((b - x)(x - a)) / (2 pi y x)`` on ``[a, b] = [(1 -+ sqrt y)^2]`` is
     integrated in ``x = (a + b)/2 + (b - a)/2 cos(t)``, which removes the square-root edges
-    (midpoint rule, 20000 cells, error ~1e-8).
+    (midpoint rule, 20000 cells, error ~1e-8). The table is kept per ratio (a probe asks for
+    the same layer shapes at every measurement).
     """
-    y = float(ratio)
+    cdf, x_edges = _mp_cdf_table(float(ratio))
+    return np.interp(probs, cdf, x_edges)
+
+
+@functools.lru_cache(maxsize=64)
+def _mp_cdf_table(y: float) -> tuple[np.ndarray, np.ndarray]:
+    """(CDF, x) at the 20001 cell edges of :func:`_mp_quantile`, ascending in x."""
     a, b = (1.0 - math.sqrt(y)) ** 2, (1.0 + math.sqrt(y)) ** 2
     cells = 20_000
     edges = np.linspace(0.0, math.pi, cells + 1)
@@ -217,7 +224,7 @@ def _mp_quantile(ratio: float, probs: np.ndarray) -> np.ndarray:
     above = np.concatenate([[0.0], np.cumsum(mass)])  # mass of [x(edge_j), b]
     cdf = 1.0 - above / above[-1]
     x_edges = (a + b) / 2.0 + (b - a) / 2.0 * np.cos(edges)
-    return np.interp(probs, cdf[::-1], x_edges[::-1])
+    return _readonly(cdf[::-1].copy()), _readonly(x_edges[::-1].copy())
 
 
 def bbp_spike_location(strength: Any, aspect_ratio: float) -> np.ndarray:
@@ -522,6 +529,44 @@ def _ks(tail_sorted: np.ndarray, xmin: float, alpha: float) -> float:
     return float(max(np.max(np.abs(upper - cdf)), np.max(np.abs(cdf - lower))))
 
 
+def _best_xmin(x: np.ndarray, cands: np.ndarray, first: np.ndarray
+               ) -> tuple[float, float, float, int] | None:
+    """Clauset's scan: (ks, alpha, xmin, start) of the candidate xmin whose MLE tail fits best.
+
+    All candidates at once (candidate x value matrices, in chunks of about 2^20 cells): the
+    same values as fitting and testing each tail in turn (:func:`_mle_alpha`, :func:`_ks`),
+    about 10x faster on a 256-eigenvalue layer. O(n^2) work in the number of eigenvalues:
+    fine for layer spectra (n <= ~10^4).
+    """
+    n_all = x.size
+    logs = np.log(x)
+    suffix = np.concatenate([np.cumsum(logs[::-1])[::-1], [0.0]])
+    n_tail = (n_all - first).astype(np.float64)
+    s = suffix[first] - n_tail * np.log(cands)
+    ok = s > 0.0
+    if not ok.any():
+        return None
+    alpha = np.where(ok, 1.0 + n_tail / np.where(ok, s, 1.0), np.nan)
+    ks = np.full(cands.size, np.inf)
+    pos = np.arange(n_all)
+    chunk = max(1, (1 << 20) // n_all)
+    for lo in range(0, cands.size, chunk):
+        hi = min(lo + chunk, cands.size)
+        f, a, nt = first[lo:hi, None], alpha[lo:hi, None], n_tail[lo:hi, None]
+        rank = pos[None, :] - f  # position in the tail; < 0 before the tail starts
+        inside = rank >= 0
+        # fitted CDF 1 - (x / xmin)^(1 - alpha), as in _ks
+        cdf = 1.0 - np.exp((1.0 - a) * (logs[None, :] - np.log(cands[lo:hi, None])))
+        upper = np.abs((rank + 1) / nt - cdf)
+        lower = np.abs(cdf - rank / nt)
+        gap = np.where(inside, np.maximum(upper, lower), -np.inf)
+        ks[lo:hi] = np.where(ok[lo:hi], gap.max(axis=1), np.inf)
+    i = int(np.argmin(ks))  # the first of equal minima, as a sequential scan keeps
+    if not np.isfinite(ks[i]):
+        return None
+    return float(ks[i]), float(alpha[i]), float(cands[i]), int(first[i])
+
+
 def power_law_alpha(eigs: Any, *, xmin: str | float = "auto", min_tail: int = 10,
                     min_reliable_tail: int = MIN_RELIABLE_TAIL) -> PowerLawFit:
     """Power-law exponent of the ESD tail by continuous maximum likelihood.
@@ -560,19 +605,7 @@ def power_law_alpha(eigs: Any, *, xmin: str | float = "auto", min_tail: int = 10
         n_tails = x.size - first
         keep = n_tails >= min_tail
         cands, first = cands[keep], first[keep]
-        best: tuple[float, float, float, int] | None = None  # (ks, alpha, xmin, start)
-        logs = np.log(x)
-        suffix = np.concatenate([np.cumsum(logs[::-1])[::-1], [0.0]])
-        for xm, i in zip(cands, first, strict=True):
-            n = x.size - i
-            s = suffix[i] - n * math.log(xm)
-            if s <= 0.0:
-                continue
-            alpha = 1.0 + float(n) / float(s)
-            d = _ks(x[i:], float(xm), alpha)
-            if best is None or d < best[0]:
-                best = (d, alpha, float(xm), int(i))
-        # O(n^2) in the number of eigenvalues: fine for layer spectra (n <= ~10^4).
+        best = _best_xmin(x, cands, first)
         if best is None:
             raise ValueError("power-law alpha is undefined: no candidate xmin has a non-flat tail")
         d, alpha, xm, i = best

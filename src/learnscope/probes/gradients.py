@@ -99,10 +99,13 @@ class GradientStatsProbe(Probe):
         if before is not None and before_step is not None and ctx.step > before_step:
             now = {n: p for n, p in ctx.model.named_parameters() if n in before}
             start = {n: before[n] for n in now}
-            diffs = parameter_update_norms(start, now, precision=fast)
-            sizes = tensor_norms({n: start[n] for n in diffs}, precision=fast)
+            if before is self._before:  # our own copy: differences taken in place, no copies
+                sizes, diffs = _sizes_then_differences(start, now, fast)
+            else:
+                diffs = parameter_update_norms(start, now, precision=fast)
+                sizes = tensor_norms({n: start[n] for n in diffs}, precision=fast)
             recs += self._update_records(diffs, sizes, ctx.step - before_step)
-        self._before = parameter_snapshot(ctx.model)
+        self._before = _refreshed_snapshot(self._before, ctx.model)
         self._before_step = ctx.step
         return recs
 
@@ -131,6 +134,38 @@ def refuse_unbatchable(model: nn.Module, who: str, what: str) -> None:
         if isinstance(module, nn.RNN | nn.GRU):
             raise ValueError(f"{who} cannot compute {what} through layer {name!r} "
                              f"({type(module).__name__}), which torch.func.vmap cannot batch")
+
+
+def _sizes_then_differences(start: dict[str, Tensor], now: dict[str, Tensor],
+                            precision: torch.dtype) -> tuple[dict[str, float], dict[str, float]]:
+    """Norms of ``start``, then of ``now - start``; ``start`` (the probe's own snapshot) is
+    overwritten with ``start - now`` where the dtypes let that be exact enough: float32 and
+    float64 tensors take the difference in their own precision, as
+    :func:`~learnscope.measures.gradients.parameter_update_norms` does; the others (e.g.
+    bfloat16, whose difference it takes in float32) go through that function."""
+    sizes = tensor_norms(start, precision=precision)
+    in_place = [n for n in start if start[n].dtype in (torch.float32, torch.float64)
+                and start[n].dtype == now[n].dtype and start[n].device == now[n].device]
+    if in_place:
+        torch._foreach_sub_([start[n] for n in in_place], [now[n].detach() for n in in_place])
+    diffs = tensor_norms({n: start[n] for n in in_place}, precision=precision)
+    rest = [n for n in start if n not in diffs]
+    if rest:
+        diffs |= parameter_update_norms({n: start[n] for n in rest}, {n: now[n] for n in rest},
+                                        precision=precision)
+    return sizes, {n: diffs[n] for n in start}
+
+
+def _refreshed_snapshot(snapshot: dict[str, Tensor] | None, model: nn.Module
+                        ) -> dict[str, Tensor]:
+    """``parameter_snapshot(model)``, reusing the buffers of ``snapshot`` when they fit."""
+    params = dict(model.named_parameters())
+    if snapshot is None or snapshot.keys() != params.keys() or any(
+            snapshot[n].shape != p.shape or snapshot[n].dtype != p.dtype
+            or snapshot[n].device != p.device for n, p in params.items()):
+        return parameter_snapshot(model)
+    torch._foreach_copy_([snapshot[n] for n in params], [p.detach() for p in params.values()])
+    return snapshot
 
 
 def _total(norms: Iterable[float]) -> float:

@@ -116,6 +116,7 @@ class ProbeSession:
         # (step, epoch, key, value) not yet converted to floats (see PENDING_LIMIT)
         self._pending: list[tuple[int, int, str, torch.Tensor | float]] = []
         self._measured_at: dict[str, int] = {}
+        self._active_cache: tuple[int, list[Probe]] | None = None
         self._init_state = parameter_snapshot(self.model)
         for p in self.probes:
             p.setup(self.model)
@@ -196,8 +197,12 @@ class ProbeSession:
             raise RuntimeError("this probe session is closed")
 
     def _active(self) -> list[Probe]:
-        return [p for label, p in zip(self.labels, self.probes, strict=True)
-                if label not in self.failed]
+        """The probes not switched off (kept until one fails: ``step`` asks every step)."""
+        if self._active_cache is None or self._active_cache[0] != len(self.failed):
+            self._active_cache = (len(self.failed), [
+                p for label, p in zip(self.labels, self.probes, strict=True)
+                if label not in self.failed])
+        return self._active_cache[1]
 
     def _context(self, acts: dict[str, torch.Tensor], outputs: torch.Tensor | None,
                  final: bool) -> ProbeContext:
@@ -361,7 +366,8 @@ def _scalar(value: Any, name: str) -> torch.Tensor | float:
         if value.numel() != 1:
             raise ValueError(f"{name} must be a scalar, got a tensor of shape "
                              f"{tuple(value.shape)}")
-        return value.detach().reshape(())
+        value = value.detach()
+        return value if value.dim() == 0 else value.reshape(())
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -370,15 +376,16 @@ def _scalar(value: Any, name: str) -> torch.Tensor | float:
 
 
 def _to_floats(values: list[torch.Tensor | float]) -> list[float]:
-    """Floats of ``values``: the tensors of each device stacked and copied in one go."""
+    """Floats of ``values``: the tensors of each device and dtype stacked and copied in one go
+    (one host synchronisation per device)."""
     out: list[float | None] = [v if isinstance(v, float) else None for v in values]
-    by_device: dict[torch.device, list[int]] = {}
+    groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
     for i, v in enumerate(values):
         if isinstance(v, torch.Tensor):
-            by_device.setdefault(v.device, []).append(i)
-    for idx in by_device.values():
-        stacked = torch.stack([values[i].to(torch.float64) for i in idx])  # type: ignore[union-attr]
-        for i, f in zip(idx, stacked.cpu().tolist(), strict=True):
+            groups.setdefault((v.device, v.dtype), []).append(i)
+    for idx in groups.values():
+        stacked = torch.stack([values[i] for i in idx])  # type: ignore[misc]
+        for i, f in zip(idx, stacked.to(torch.float64).cpu().tolist(), strict=True):
             out[i] = f
     return [math.nan if f is None else f for f in out]
 

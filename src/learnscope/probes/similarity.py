@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from learnscope.measures.cka import cka_matrix, linear_cka
+from learnscope.measures.cka import cka_matrix, linear_cka, linear_cka_to
 from learnscope.measures.svcca import svcca
 from learnscope.probes.base import LayerProbe, ProbeContext
 from learnscope.probes.checks import check_bool, check_choice, check_number, check_schedule
@@ -149,10 +149,13 @@ class LayerSimilarityProbe(LayerProbe):
         method_meta = self._method_meta()
         first_hit: dict[str, int | None] = dict.fromkeys(self._resolved)
         undefined: dict[str, str] = {}
-        for step in sorted(self._checkpoints):
-            epoch, acts = self._checkpoints[step]
+        steps = sorted(self._checkpoints)
+        to_final = {layer: self._to_final([self._checkpoints[s][1][layer] for s in steps],
+                                          final[layer]) for layer in self._resolved}
+        for k, step in enumerate(steps):
+            epoch = self._checkpoints[step][0]
             for layer in self._resolved:
-                value, extra = self._similarity(acts[layer], final[layer])
+                value, extra = to_final[layer][k]
                 meta = {"layer": layer, "checkpoint_step": step, "epoch": epoch,
                         **method_meta, **extra}
                 recs.append(Record("similarity_to_final", value, meta=meta))
@@ -170,6 +173,19 @@ class LayerSimilarityProbe(LayerProbe):
                 recs.append(Record("steps_to_threshold", float(hit), meta=meta))
         self._checkpoints = {}
         return recs
+
+    def _to_final(self, xs: list[torch.Tensor], final: torch.Tensor
+                  ) -> list[tuple[float, dict[str, Any]]]:
+        """Each checkpoint's similarity to the final state (for CKA, the final state's own
+        terms are computed once: ``linear_cka_to``)."""
+        if self.method != "cka":
+            return [self._similarity(x, final) for x in xs]
+        try:
+            values = linear_cka_to(xs, final, unbiased=self.unbiased)
+        except ValueError as e:  # the final state itself is constant or non-finite
+            return [(math.nan, {"note": str(e)})] * len(xs)
+        return [(v, {}) if not math.isnan(v) else self._similarity(x, final)
+                for x, v in zip(xs, values, strict=True)]
 
     def _similarity(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, dict[str, Any]]:
         try:
