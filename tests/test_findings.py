@@ -280,6 +280,11 @@ def test_real_scope_run_has_findings_in_result_and_report(tmp_path):
     assert edge["measured"]["threshold"] == pytest.approx(2 * 1.9 / 0.1)
     html = (scope.run_dir / "report.html").read_text()
     assert "edge-of-stability" in html and "suspicious-examples" in html
+    # the report's table of suspicious examples names each one's label and prediction
+    assert "given label" in html and "final prediction" in html
+    first = sus["measured"]["examples"][0]
+    context = result["findings_context"]["examples"]["per_example"][str(first)]
+    assert context["label"] == int(y[first]) and context["prediction"] in range(10)
     (scope.run_dir / "report.html").unlink()
     rebuilt = rebuild_report(scope.run_dir).read_text()
     assert "edge-of-stability" in rebuilt and "gradient-noise-scale" in rebuilt

@@ -199,3 +199,29 @@ def test_the_caption_reaches_the_html_report() -> None:
     fig = captioned(go.Figure(go.Scatter(x=[1, 2], y=[3, 4])), "How to read this figure.")
     section = StudySection("s", "S", "", "r", "finished", {}, [], figures=[fig])
     assert "How to read this figure." in render([section], title="t")
+
+
+def test_information_plane_is_one_figure_of_i_xt_against_i_ty() -> None:
+    """i_xt and i_ty of one probe are drawn as a plane: x = I(X;T), y = I(T;Y), one line per
+    layer in step order, in the layer's colour of the whole report; not against step."""
+    recs = []
+    for step in (0, 10, 100):
+        for k, layer in enumerate(("fc1", "fc2")):
+            meta = {"layer": layer, "estimator": "binning"}
+            recs += [Record("i_xt", 5.0 - 0.01 * step - k, step, "information_plane", meta),
+                     Record("i_ty", 0.1 + 0.005 * step + k, step, "information_plane",
+                            dict(meta))]
+    recs += [Record("grad_norm", 1.0, s, "gradient_stats", {"parameter": p})
+             for s in (5, 10) for p in ("fc1.weight", "fc2.weight")]
+    figs, _ = probe_figures(recs)
+    planes = [f for f in figs if _title(f) == "Information plane"]
+    assert len(planes) == 1
+    assert not [f for f in figs if f.layout.title.subtitle.text.endswith((": i_xt", ": i_ty"))]
+    fc2 = [t for t in planes[0].data if t.name == "fc2"][0]
+    assert list(fc2.x) == pytest.approx([4.0, 3.9, 3.0])
+    assert list(fc2.y) == pytest.approx([1.1, 1.15, 1.6])
+    assert "I(X;T)" in planes[0].layout.xaxis.title.text
+    assert "I(T;Y)" in planes[0].layout.yaxis.title.text
+    grads = _figure(figs, "grad_norm")
+    assert fc2.line.color == _colour_of(grads, "fc2")
+    assert "step 0 to step 100" in planes[0].caption and "binning" in planes[0].caption

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -295,11 +295,16 @@ def _series_name(meta: dict[str, Any]) -> tuple[str, str | None, str | None]:
     return ", ".join(parts), None, None
 
 
-def probe_figures(records: Sequence[Record]) -> tuple[list[Any], list[Table]]:
+def probe_figures(records: Sequence[Record],
+                  examples: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None
+                  ) -> tuple[list[Any], list[Table]]:
     """The report's figures (plotly, each with a ``caption``) and tables: the scalars passed
     to ``scope.step`` first (the loss first of all), then each probe's quantities in the order
     measured; values measured once per series as bars (several layers) or in the table
-    "Measured once"; layer pairs and 2-D loss slices as heat maps."""
+    "Measured once"; layer pairs and 2-D loss slices as heat maps. ``examples`` (probe label
+    -> example index -> ``{"label", "prediction"}``, from the Scope's findings context) adds
+    the given label and the final model's prediction to the suspicious-examples table."""
+    examples = examples or {}
     groups: dict[tuple[str, str], list[Record]] = defaultdict(list)
     for r in records:
         groups[(r.probe, r.key)].append(r)
@@ -316,15 +321,28 @@ def probe_figures(records: Sequence[Record]) -> tuple[list[Any], list[Table]]:
                                  for r in recs]))
             continue
         if key == "suspicious_example":
-            rows = [[r.meta.get("rank"), int(r.value)] + [r.meta.get(k) for k in
-                    ("score", "confidence", "variability", "learned_epoch", "forgetting")]
+            known = examples.get(probe, {})
+            rows = [[r.meta.get("rank"), int(r.value),
+                     known.get(str(int(r.value)), {}).get("label"),
+                     known.get(str(int(r.value)), {}).get("prediction")]
+                    + [r.meta.get(k) for k in
+                       ("score", "confidence", "variability", "learned_epoch", "forgetting")]
                     for r in sorted(recs, key=lambda r: r.meta.get("rank", 0))]
             tables.append(Table(f"{probe}: examples that look memorized or mislabeled",
-                                ["rank", "example", "score", "confidence", "variability",
-                                 "learned epoch", "forgetting events"], rows))
+                                ["rank", "example", "given label", "final prediction",
+                                 "score", "confidence", "variability", "learned epoch",
+                                 "forgetting events"], rows))
             continue
         if not any(math.isfinite(r.value) for r in recs):
             continue
+        if key in ("i_xt", "i_ty") and (probe, "i_xt") in groups and (probe, "i_ty") in groups:
+            if key == "i_xt":  # both drawn as one plane, at the place of the first
+                plane = _information_plane(probe, recs, groups[(probe, "i_ty")], colours)
+                if plane is not None:
+                    figures.append(plane)
+                    continue
+            else:
+                continue
         text = figure_text(probe, key)
         if all("layer_a" in r.meta and "layer_b" in r.meta for r in recs):
             figures.append(_pair_heatmap(probe, key, recs, text))
@@ -404,6 +422,45 @@ def _lines(probe: str, key: str, series: dict[tuple[Any, ...], list[Record]],
     return captioned(fig, caption)
 
 
+def _information_plane(probe: str, xt: Sequence[Record], ty: Sequence[Record],
+                       colours: dict[str, str]) -> Any:
+    """I(X;T) against I(T;Y), one line per layer through its measured steps (Shwartz-Ziv &
+    Tishby 2017's information plane); None when no step has both values."""
+    ty_at = {(str(r.meta.get("layer")), r.step): r.value for r in ty}
+    paths: dict[str, list[tuple[int, float, float]]] = defaultdict(list)
+    for r in xt:
+        layer = str(r.meta.get("layer"))
+        y = ty_at.get((layer, r.step), math.nan)
+        if math.isfinite(r.value) and math.isfinite(y):
+            paths[layer].append((r.step, r.value, y))
+    if not paths:
+        return None
+    lines = []
+    for layer in sorted(paths, key=natural_key):
+        pts = sorted(paths[layer])
+        lines.append(Series(layer, [p[1] for p in pts], [p[2] for p in pts],
+                            color=colours.get(layer)))
+    steps = sorted({p[0] for pts in paths.values() for p in pts})
+    estimator = xt[0].meta.get("estimator", "unknown estimator")
+    fig = line_figure("Information plane", lines, x_title="I(X;T): information about the "
+                      "input (bits)", y_title="I(T;Y): information about the label (bits)",
+                      height=420, legend_title="module")
+    for line in lines:  # where each layer ended
+        fig.add_scatter(x=[line.x[-1]], y=[line.y[-1]], mode="markers", showlegend=False,
+                        hoverinfo="skip", marker={"size": 11, "symbol": "star",
+                                                  "color": line.color or "#333"})
+    fig.update_layout(title={"text": "Information plane",
+                             "subtitle": {"text": f"{probe}: i_xt, i_ty"}})
+    caption = ("Each line follows one layer's output T through training, from step "
+               f"{steps[0]} to step {steps[-1]} (the star is the last measured step, "
+               f"{len(steps)} steps in all). Up means the layer tells more about the label; "
+               "left means it keeps less about which input it saw. Shwartz-Ziv & Tishby "
+               "(2017) read a late move to the left as compression; Saxe et al. (2018) "
+               f"found it depends on the activation function and the estimator ({estimator} "
+               "here, on the probe inputs): compare runs under one estimator only.")
+    return captioned(fig, caption)
+
+
 def _bar(probe: str, key: str, series: dict[tuple[Any, ...], list[Record]],
          text: FigureText, colours: dict[str, str]) -> Any:
     named = _ordered(series)
@@ -457,7 +514,8 @@ def write_probe_report(path: str | Path, result: dict[str, Any],
                        records: Sequence[Record]) -> Path:
     """The report of a probe run; ``result["findings"]`` (claim-like dicts, see
     :mod:`learnscope.analysis.findings`) fill the claims table."""
-    figures, tables = probe_figures(records)
+    figures, tables = probe_figures(
+        records, (result.get("findings_context") or {}).get("examples"))
     probes = result["config"].get("probes", [])
     tables.insert(0, Table("Probes", ["probe", "class", "cost", "schedule", "parameters"],
                            [[p["label"], p["class"], p["cost"], p["schedule"], p["params"]]
