@@ -4,6 +4,7 @@ shown neutrally when not seen, and no user-facing text pointing at files users d
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from pathlib import Path
@@ -12,7 +13,7 @@ import plotly.graph_objects as go
 import pytest
 from plotly.offline import get_plotlyjs
 
-from learnscope.analysis import FigureData, SeriesData
+from learnscope.analysis import FigureData, Results, SeriesData
 from learnscope.analysis.figures import Marker
 from learnscope.report.figures import draw, line_figure
 from learnscope.report.html import (
@@ -22,7 +23,10 @@ from learnscope.report.html import (
     write_report,
 )
 from learnscope.runner import RunOutcome, run_study
+from learnscope.store.records import Record, TrialResult
 from learnscope.studies import get_study
+from learnscope.studies.double_descent import DoubleDescentConfig
+from learnscope.studies.double_descent_mlp import mlp_claims, mlp_notes
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "learnscope"
 
@@ -215,3 +219,39 @@ def test_quick_double_descent_report_is_under_200_kb(tmp_path: Path) -> None:
     src = _script_src(report.read_text(encoding="utf-8"))
     assert src is not None
     assert (report.parent / src).read_text(encoding="utf-8") == get_plotlyjs()
+
+
+# --- the MLP claims at the size they are stated at -----------------------------------------
+
+def _mlp_results(curves: dict[float, list[float]], widths: list[int], seeds: int) -> Results:
+    """Hand-made MLP sweep: ``curves[noise]`` is the test error at each width, every seed."""
+    return Results([
+        TrialResult(f"{noise}-{w}-{s}", {"part": "mlp", "noise": noise, "width": w, "seed": s},
+                    "finished", [Record("test_error", err, 0, "mlp")])
+        for noise, errors in curves.items() for w, err in zip(widths, errors, strict=True)
+        for s in range(seeds)])
+
+
+CURVES = {0.15: [0.80, 0.60, 0.70, 0.65, 0.55], 0.0: [0.80, 0.60, 0.62, 0.58, 0.50]}
+WIDTHS = [2, 4, 8, 16, 32]
+
+
+def test_mlp_bump_and_rise_by_hand() -> None:
+    cfg = dataclasses.replace(DoubleDescentConfig(), mlp_widths=tuple(WIDTHS), mlp_seeds=2)
+    claims = {c.id: c for c in mlp_claims(cfg, _mlp_results(CURVES, WIDTHS, 2))}
+    # Noisy: first minimum at h=4 (60), worst later width h=8 (70), widest 55 points.
+    peak = claims["mlp-peak-with-noise"].to_dict()
+    assert peak["measured"]["bump_points"] == pytest.approx(15.0)
+    assert (peak["measured"]["peak_width"], peak["measured"]["first_min_width"]) == (8, 4)
+    # Rises above the first minimum: noisy 70 - 60 = 10, clean 62 - 60 = 2.
+    sharpen = claims["mlp-noise-sharpens-peak"].to_dict()
+    assert sharpen["measured"]["rise_noisy_minus_clean"] == pytest.approx(8.0)
+    assert sharpen["holds"]
+
+
+def test_one_mlp_seed_does_not_state_the_noisy_versus_clean_comparison() -> None:
+    cfg = dataclasses.replace(DoubleDescentConfig(), mlp_widths=tuple(WIDTHS), mlp_seeds=1)
+    claims = mlp_claims(cfg, _mlp_results(CURVES, WIDTHS, 1))
+    assert [c.id for c in claims] == ["mlp-peak-with-noise"]
+    assert mlp_notes(cfg) and "mlp_seeds=2" in mlp_notes(cfg)[0]
+    assert mlp_notes(dataclasses.replace(cfg, mlp_seeds=2)) == []

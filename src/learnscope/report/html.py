@@ -30,7 +30,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 .badge{display:inline-block;padding:2px 10px;border-radius:12px;font-weight:600;font-size:13px}
 .reproduced,.holds{background:#d4f4dd;color:#11602a} .partial{background:#fff1c2;color:#7a5a00}
 .not-reproduced,.fails{background:#fbd5d5;color:#8a1c1c} .info{background:#e7eefc;color:#23427a}
-.neutral{background:#eeeeee;color:#444}
+.neutral{background:#eeeeee;color:#444;white-space:nowrap}
 details{margin:8px 0} code{background:#f3f3f3;padding:1px 4px;border-radius:3px}
 nav a{margin-right:12px}
 """
