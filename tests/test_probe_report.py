@@ -225,3 +225,15 @@ def test_information_plane_is_one_figure_of_i_xt_against_i_ty() -> None:
     grads = _figure(figs, "grad_norm")
     assert fc2.line.color == _colour_of(grads, "fc2")
     assert "step 0 to step 100" in planes[0].caption and "binning" in planes[0].caption
+
+
+def test_information_plane_says_when_the_estimator_is_saturated() -> None:
+    meta = {"layer": "fc1", "estimator": "binning", "n": 512}
+    recs = [Record(k, v, s, "information_plane", dict(meta)) for s in (0, 10)
+            for k, v in (("i_xt", 9.0), ("i_ty", 3.3))]
+    [plane], _ = probe_figures(recs)
+    assert "saturated" in plane.caption and "log2(512)" in plane.caption
+    recs = [Record(k, v - 0.5 * s / 10, s, "information_plane", dict(meta)) for s in (0, 10)
+            for k, v in (("i_xt", 9.0), ("i_ty", 3.3))]
+    [plane], _ = probe_figures(recs)
+    assert "saturated" not in plane.caption

@@ -451,6 +451,8 @@ def _information_plane(probe: str, xt: Sequence[Record], ty: Sequence[Record],
                                                   "color": line.color or "#333"})
     fig.update_layout(title={"text": "Information plane",
                              "subtitle": {"text": f"{probe}: i_xt, i_ty"}})
+    fig.update_xaxes(tickformat=".3~g")
+    fig.update_yaxes(tickformat=".3~g")
     caption = ("Each line follows one layer's output T through training, from step "
                f"{steps[0]} to step {steps[-1]} (the star is the last measured step, "
                f"{len(steps)} steps in all). Up means the layer tells more about the label; "
@@ -458,6 +460,14 @@ def _information_plane(probe: str, xt: Sequence[Record], ty: Sequence[Record],
                "(2017) read a late move to the left as compression; Saxe et al. (2018) "
                f"found it depends on the activation function and the estimator ({estimator} "
                "here, on the probe inputs): compare runs under one estimator only.")
+    n = xt[0].meta.get("n")
+    if isinstance(n, int | float) and n > 1 and all(
+            abs(p[1] - math.log2(n)) <= 1e-6 * math.log2(n) for pts in paths.values()
+            for p in pts):
+        caption += (f" Here every point sits at I(X;T) = log2({int(n)}) = {math.log2(n):.3g} "
+                    "bits: each probe input lands in its own bin, the estimator is saturated "
+                    "and the plane says nothing about compression (use fewer bins, "
+                    "value_range, or the KDE estimator).")
     return captioned(fig, caption)
 
 
