@@ -11,10 +11,12 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 import pytest
+import torch
 from plotly.offline import get_plotlyjs
 
 from learnscope.analysis import FigureData, Results, SeriesData
 from learnscope.analysis.figures import Marker
+from learnscope.probes.defaults import default_probes
 from learnscope.report.figures import draw, line_figure
 from learnscope.report.html import (
     StudySection,
@@ -22,7 +24,10 @@ from learnscope.report.html import (
     render,
     write_report,
 )
+from learnscope.report.probe_report import write_probe_report
 from learnscope.runner import RunOutcome, run_study
+from learnscope.scope import Scope
+from learnscope.seeding import torch_generator
 from learnscope.store.records import Record, TrialResult
 from learnscope.studies import get_study
 from learnscope.studies.double_descent import DoubleDescentConfig
@@ -255,3 +260,26 @@ def test_one_mlp_seed_does_not_state_the_noisy_versus_clean_comparison() -> None
     assert [c.id for c in claims] == ["mlp-peak-with-noise"]
     assert mlp_notes(cfg) and "mlp_seeds=2" in mlp_notes(cfg)[0]
     assert mlp_notes(dataclasses.replace(cfg, mlp_seeds=2)) == []
+
+
+def test_probe_report_of_a_scope_run_shares_plotlyjs(tmp_path: Path) -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    gen = torch_generator(0, "test_report_audit")
+    x, y = torch.randn(32, 4, generator=gen), torch.randint(0, 2, (32,), generator=gen)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with Scope(model, default_probes(), data=(x, y), out=tmp_path, name="tiny") as scope:
+        for _ in range(3):
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            scope.step(loss)
+    report = scope.run_dir / "report.html"
+    src = _script_src(report.read_text(encoding="utf-8"))
+    assert src == f"../../{plotlyjs_name()}"
+    assert (report.parent / src).read_text(encoding="utf-8") == get_plotlyjs()
+    assert report.stat().st_size < 200_000
+    records = [Record("loss", 1.0, 0)]
+    standalone = write_probe_report(report, {"study": "tiny", "config": {}}, records,
+                                    standalone=True)
+    assert _script_src(standalone.read_text(encoding="utf-8")) is None

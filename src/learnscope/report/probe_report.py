@@ -521,9 +521,11 @@ def _slice_heatmap(probe: str, key: str, recs: Sequence[Record], text: FigureTex
 
 
 def write_probe_report(path: str | Path, result: dict[str, Any],
-                       records: Sequence[Record]) -> Path:
+                       records: Sequence[Record], *, standalone: bool = False) -> Path:
     """The report of a probe run; ``result["findings"]`` (claim-like dicts, see
-    :mod:`learnscope.analysis.findings`) fill the claims table."""
+    :mod:`learnscope.analysis.findings`) fill the claims table. plotly.js as in
+    :func:`~learnscope.report.html.write_report` (shared below a results folder unless
+    ``standalone``)."""
     figures, tables = probe_figures(
         records, (result.get("findings_context") or {}).get("examples"))
     probes = result["config"].get("probes", [])
@@ -545,4 +547,5 @@ def write_probe_report(path: str | Path, result: dict[str, Any],
            if result.get("findings_error") else [])
         + [f"{len(records)} records. Seconds spent per probe: " + ", ".join(
             f"{k} {v:.3g}" for k, v in timings.items())])
-    return write_report(path, [section], title=f"learnscope probes: {result['study']}")
+    return write_report(path, [section], title=f"learnscope probes: {result['study']}",
+                        standalone=standalone)
