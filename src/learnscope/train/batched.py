@@ -55,6 +55,7 @@ from learnscope.data.classification import ClassificationData
 from learnscope.models.mlp import mlp
 from learnscope.seeding import torch_generator
 from learnscope.train.loop import EpochLog, TrainResult
+from learnscope.train.mixup import MixupSampler
 
 __all__ = [
     "BatchedResult",
@@ -83,6 +84,17 @@ class ModelSpec:
     given). ``subset`` (indices into ``data.x_train``) trains the model on those examples only;
     all subsets of one trainer must have the same size. ``stop_at_train_acc`` stops this model
     once its end-of-epoch train accuracy reaches the value.
+
+    Regularisers (each model its own, so that e.g. ERM, dropout and mixup of one seed train as
+    one stack): ``weight_decay`` overrides the trainer's (L2 added to the gradient, as
+    ``torch.optim``); ``dropout`` drops each hidden ReLU unit with this probability during
+    training steps (inverted dropout, scaled by ``1 / (1 - p)``; evaluation never drops), with
+    masks from the model's own stream ``(seed, "dropout-masks")``, not the global RNG;
+    ``label_smoothing`` trains against ``(1 - eps) * onehot + eps / classes`` (as
+    ``F.cross_entropy(label_smoothing=eps)``); ``mixup_alpha > 0`` trains on mixup batches
+    (:class:`~learnscope.train.mixup.MixupSampler` seeded by ``seed``: one ``lam`` and one
+    partner permutation per batch). Evaluation (train accuracy, the clean and noisy fit) is
+    always on the un-mixed training inputs and their assigned labels.
     """
 
     sizes: tuple[int, ...]
@@ -92,11 +104,23 @@ class ModelSpec:
     noisy_mask: torch.Tensor | None = None
     subset: torch.Tensor | None = None
     stop_at_train_acc: float | None = None
+    weight_decay: float | None = None
+    dropout: float = 0.0
+    label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sizes", tuple(int(s) for s in self.sizes))
         if len(self.sizes) < 2 or min(self.sizes) < 1:
             raise ValueError(f"sizes must be at least two positive integers, got {self.sizes}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.label_smoothing <= 1.0:
+            raise ValueError(f"label_smoothing must lie in [0, 1], got {self.label_smoothing}")
+        if not (self.mixup_alpha >= 0 and math.isfinite(self.mixup_alpha)):
+            raise ValueError(f"mixup_alpha must be finite and >= 0, got {self.mixup_alpha}")
+        if self.weight_decay is not None and not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
 
 
 @dataclass
@@ -307,6 +331,8 @@ class BatchedTrainer:
         if specs[0].sizes[0] != data.n_features:
             raise ValueError(f"sizes[0]={specs[0].sizes[0]} but the data have "
                              f"{data.n_features} features")
+        if activation != "relu" and any(s.dropout > 0 for s in specs):
+            raise ValueError("dropout in a BatchedTrainer needs activation='relu'")
         self.specs = specs
         self.activation, self.optimizer = activation, optimizer
         self.momentum, self.weight_decay = float(momentum), float(weight_decay)
@@ -356,6 +382,16 @@ class BatchedTrainer:
         """Indices (into ``specs``) of the models still training, in stack order."""
         self._gens = [torch_generator(s.seed, "batch-order") for s in specs]
         self._lrs = [float(lr if s.lr is None else s.lr) for s in specs]
+        self._wds = [float(weight_decay if s.weight_decay is None else s.weight_decay)
+                     for s in specs]
+        self._dropouts = [float(s.dropout) for s in specs]
+        self._smoothing = [float(s.label_smoothing) for s in specs]
+        self._mixers = [MixupSampler(s.mixup_alpha, seed=s.seed) for s in specs]
+        self._drop_gens = [torch_generator(s.seed, "dropout-masks") for s in specs]
+        # soft targets (label smoothing or mixup) take the general loss; plain labels the
+        # original hand-tuned one
+        self._soft = any(s.label_smoothing > 0 or s.mixup_alpha > 0 for s in specs)
+        self._masks: list[torch.Tensor] | None = None
         self._final: dict[int, list[torch.Tensor]] = {}
         self._step_count = 0  # optimizer steps taken by the active models
         self.epoch = 0
@@ -447,6 +483,14 @@ class BatchedTrainer:
             v.copy_(lrs.expand_as(v))
         self._lr_full = lr_full
         self._lr_scalar = self._lrs[0] if len(set(self._lrs)) == 1 else None
+        self._wd_scalar: float | None = self._wds[0] if len(set(self._wds)) == 1 else None
+        self._wd_full: torch.Tensor | None = None
+        if self._wd_scalar is None:
+            wd_full = torch.empty(total, dtype=self.dtype, device=dev)
+            wds = torch.tensor(self._wds, dtype=self.dtype, device=dev).view(K, 1, 1)
+            for v in self._views(wd_full, K):
+                v.copy_(wds.expand_as(v))
+            self._wd_full = wd_full
         self._tmp = torch.empty(total, dtype=self.dtype, device=dev)
         self._store: dict[str, torch.Tensor] = {}
         self._buffers: dict[int, _Buffers] = {}
@@ -486,6 +530,11 @@ class BatchedTrainer:
         params = [p.index_select(0, keep) for p in self.params]
         states = [[v.index_select(0, keep) for v in self._views(f, self.K)] for f in opt_state]
         self._lrs = [self._lrs[p] for p in keep_pos]
+        self._wds = [self._wds[p] for p in keep_pos]
+        self._dropouts = [self._dropouts[p] for p in keep_pos]
+        self._smoothing = [self._smoothing[p] for p in keep_pos]
+        self._mixers = [self._mixers[p] for p in keep_pos]
+        self._drop_gens = [self._drop_gens[p] for p in keep_pos]
         self._gens = [self._gens[p] for p in keep_pos]
         self._y = self._y.index_select(0, keep)
         self._y_fit = self._y_fit.index_select(0, keep)
@@ -534,6 +583,8 @@ class BatchedTrainer:
                 h.relu_()
             else:
                 h.tanh_()
+            if bufs is not None and self._masks is not None:
+                h.mul_(self._masks[li])
         if bufs is None:
             return torch.baddbmm(p[-1], p[-2], h.transpose(1, 2))
         return torch.baddbmm(p[-1], p[-2], bufs.aT[-1], out=bufs.z)
@@ -543,6 +594,10 @@ class BatchedTrainer:
         K, b = idx.shape
         bf = self._bufs(b)
         torch.index_select(self._x, 0, idx.view(-1), out=bf.x_rows)
+        self._masks = self._draw_masks(b)
+        if self._soft:
+            self._soft_step(idx, y, bf)
+            return
         z = self._forward(bf.x, bf)
         # cross-entropy with a hand-written, max-shifted softmax over the class axis (dim 1)
         m, e, s = bf.m, bf.e, bf.s
@@ -570,6 +625,74 @@ class BatchedTrainer:
         self._update()
         self._step_count += 1
 
+    def _draw_masks(self, b: int) -> list[torch.Tensor] | None:
+        """This step's inverted-dropout masks ``(K, b, width)`` per hidden layer (None: no
+        dropout). Model k draws ``torch.rand(b, width)`` per hidden layer, in layer order, from
+        its own generator; its units are kept where the draw is ``>= p``."""
+        if not any(self._dropouts):
+            return None
+        masks = []
+        for width in self.sizes[1:-1]:
+            rows = []
+            for p, g in zip(self._dropouts, self._drop_gens, strict=True):
+                if p > 0:
+                    keep = torch.rand(b, width, generator=g, dtype=self.dtype) >= p
+                    rows.append(keep.to(self.dtype) / (1.0 - p))
+                else:
+                    rows.append(torch.ones(b, width, dtype=self.dtype))
+            masks.append(torch.stack(rows).to(self.device))
+        return masks
+
+    def _soft_step(self, idx: torch.Tensor, y: torch.Tensor, bf: _Buffers) -> None:
+        """One step with soft targets: label smoothing and/or mixup, per model.
+
+        Loss per model: ``(1 - eps) * (lam * CE(y) + (1 - lam) * CE(y[perm])) + eps * mean_c
+        (-log p_c)`` on inputs ``lam * x + (1 - lam) * x[perm]``; its gradient with respect to
+        the logits is ``softmax - target`` divided by the batch size.
+        """
+        K, b = idx.shape
+        dev, dt = self.device, self.dtype
+        lams, perms = [], []
+        for mixer in self._mixers:
+            lam, perm = mixer.draw(b)
+            lams.append(lam)
+            perms.append(perm)
+        lam_t = torch.tensor(lams, dtype=dt, device=dev).view(K, 1, 1)
+        perm_t = torch.stack(perms).to(dev)
+        y2 = torch.gather(y, 2, perm_t.unsqueeze(1))
+        if any(lam != 1.0 for lam in lams):
+            idx2 = torch.gather(idx, 1, perm_t)
+            x2 = self._x.index_select(0, idx2.reshape(-1)).view_as(bf.x)
+            bf.x.lerp_(x2, 1.0 - lam_t)
+        z = self._forward(bf.x, bf)  # (K, C, b)
+        C = z.shape[1]
+        eps_t = torch.tensor(self._smoothing, dtype=dt, device=dev).view(K, 1, 1)
+        lse = torch.logsumexp(z, 1, keepdim=True)  # (K, 1, b)
+        ce1 = lse - torch.gather(z, 1, y)
+        ce2 = lse - torch.gather(z, 1, y2)
+        uniform = lse - z.mean(1, keepdim=True)
+        lv = (1 - eps_t) * (lam_t * ce1 + (1 - lam_t) * ce2) + eps_t * uniform
+        loss = lv.view(K, b).sum(1)
+        if not math.isfinite(float(loss.sum())):
+            bad = [k for k in range(K) if not math.isfinite(float(loss[k]))]
+            for pos in bad:
+                self.results[self.active[pos]].diverged = True
+            keep = torch.tensor([k for k in range(K) if k not in bad], dtype=torch.long,
+                                device=dev)
+            self._retire(bad)
+            if self.K:
+                self._step(idx.index_select(0, keep), y.index_select(0, keep))
+            return
+        self._loss_sum.add_(loss)
+        dz = torch.softmax(z, 1).sub_(eps_t / C)
+        dz.scatter_add_(1, y, (-(1 - eps_t) * lam_t).expand(K, 1, b).contiguous())
+        dz.scatter_add_(1, y2, (-(1 - eps_t) * (1 - lam_t)).expand(K, 1, b).contiguous())
+        dz.div_(b)
+        bf.e.copy_(dz)  # the backward pass reads e through its transposed view
+        self._backward(bf, bf.e)
+        self._update()
+        self._step_count += 1
+
     def _backward(self, bf: _Buffers, dz: torch.Tensor) -> None:
         """Gradients of the mean loss into :attr:`grads`, given ``dz = dL/dlogits`` (K, C, b)."""
         p, pT, g, L = self.params, self._pT, self.grads, len(self.sizes) - 1
@@ -580,6 +703,8 @@ class BatchedTrainer:
         torch.sum(dz, 2, keepdim=True, out=g[-1])
         da = torch.bmm(bf.eT, p[-2], out=bf.da[-1])
         for li in range(L - 2, -1, -1):
+            if self._masks is not None:
+                da.mul_(self._masks[li])  # a[li] holds the dropped activations: 0 where dropped
             if self.activation == "relu":
                 _threshold_backward(da, bf.a[li], 0, grad_input=da)
             else:
@@ -594,8 +719,10 @@ class BatchedTrainer:
     def _update(self) -> None:
         """SGD-with-momentum or Adam on the flat buffers, exactly as ``torch.optim`` does it."""
         p, g, lr = self._flat, self._gflat, self._lr_scalar
-        if self.weight_decay:
-            g.add_(p, alpha=self.weight_decay)
+        if self._wd_full is not None:
+            g.addcmul_(p, self._wd_full)
+        elif self._wd_scalar:
+            g.add_(p, alpha=self._wd_scalar)
         if self.optimizer == "sgd":
             buf = self._buf
             buf.mul_(self.momentum).add_(g)  # first step: 0 * m + g = g, as torch clones g
@@ -727,6 +854,21 @@ class BatchedTrainer:
                 float(noisy_fit[pos]) if noisy_n[pos] else math.nan,
             ))
         return logs
+
+    @torch.no_grad()
+    def train_logits(self) -> torch.Tensor:
+        """Logits ``(K, n_train, C)`` of every active model (stack order, :attr:`active`) on
+        its own un-mixed training examples, without dropout: the input of per-example
+        measures (margins, learning times)."""
+        c = self._eval_chunk()
+        chunks = [self._eval_logits(self._x, self._subset, i, min(i + c, self.n_train))
+                  for i in range(0, self.n_train, c)]
+        return torch.cat(chunks, 2).transpose(1, 2)
+
+    @property
+    def train_labels(self) -> torch.Tensor:
+        """The labels ``(K, n_train)`` each active model is trained on (its assigned labels)."""
+        return self._y_fit
 
     # ---------------------------------------------------------------- export
 
