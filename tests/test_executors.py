@@ -34,11 +34,46 @@ def _records(db_path):
     (["--executor", "process", "--workers", "0"], "at least 1"),
     (["--executor", "local", "--workers", "2"], "--workers applies"),
     (["--executor", "process", "--address", "127.0.0.1:1"], "--address applies"),
+    (["--executor", "local", "--address", "127.0.0.1:1"], "--address applies"),
+    (["--address", "127.0.0.1:1"], "--address applies to the ray executor only, not 'local'"),
+    (["--executor", "ray", "--address", "localhost:99999"], "port 99999 is outside 1-65535"),
+    (["--executor", "ray", "--address", "localhost:0"], "port 0 is outside 1-65535"),
+    (["--executor", "ray", "--address", "[::1]:70000"], "port 70000 is outside 1-65535"),
+    (["--executor", "ray", "--address", "[::1:6379"], "is not HOST:PORT or ray://HOST:PORT"),
+    (["--executor", "ray", "--address", "::1:6379"], "is not HOST:PORT or ray://HOST:PORT"),
+    (["--executor", "ray", "--address", "http://h:6379"], "unknown scheme 'http://'"),
+    (["--executor", "ray", "--address", "h:6379/x"], "is not HOST:PORT or ray://HOST:PORT"),
+    (["--executor", "ray", "--address", "h"], "is not HOST:PORT or ray://HOST:PORT"),
+    (["--executor", "ray", "--workers", "0"], "at least 1"),
 ])
 def test_bad_executor_options(argv, needle, tmp_path, capsys):
     assert main([*SMALL, "--out", str(tmp_path), *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and needle in err
+
+
+@pytest.mark.parametrize("address,host,port,client", [
+    ("127.0.0.1:6379", "127.0.0.1", 6379, False),
+    ("[::1]:6379", "::1", 6379, False),
+    (" head.example:65535 ", "head.example", 65535, False),
+    ("ray://head:10001", "head", 10001, True),
+])
+def test_parse_ray_address(address, host, port, client):
+    from learnscope.exec.ray_executor import parse_address
+
+    parsed = parse_address(address)
+    assert (parsed.host, parsed.port, parsed.client) == (host, port, client)
+
+
+def test_more_ray_workers_than_cores(tmp_path, capsys):
+    pytest.importorskip("ray")
+    from learnscope.exec import available_cores
+
+    assert main([*SMALL, "--out", str(tmp_path), "--executor", "ray", "--workers", "999"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"learnscope: error: --workers 999 is more than this machine's "
+                   f"{available_cores()} cores")
+    assert not list(tmp_path.iterdir())  # refused before anything was stored
 
 
 def test_unreachable_ray_address(tmp_path, capsys):

@@ -13,19 +13,19 @@ EXECUTORS = ("local", "process", "ray")
 def make_executor(name: str = "local", *, workers: int | None = None,
                   address: str | None = None) -> InProcessExecutor | ProcessExecutor | object:
     """``local`` (in this process), ``process`` (a local pool) or ``ray`` (a cluster)."""
+    if name not in EXECUTORS:
+        raise LearnscopeError(f"unknown executor '{name}'; choose from {', '.join(EXECUTORS)}")
+    if address is not None and name != "ray":
+        raise LearnscopeError(f"--address applies to the ray executor only, not '{name}'")
     if name == "local":
         if workers not in (None, 1):
             raise LearnscopeError("--workers applies to the process and ray executors")
         return InProcessExecutor()
-    if address and name != "ray":
-        raise LearnscopeError("--address applies to the ray executor only")
     if name == "process":
         return ProcessExecutor(workers)
-    if name == "ray":
-        from learnscope.exec.ray_executor import RayExecutor
+    from learnscope.exec.ray_executor import RayExecutor
 
-        return RayExecutor(address, workers)
-    raise LearnscopeError(f"unknown executor '{name}'; choose from {', '.join(EXECUTORS)}")
+    return RayExecutor(address, workers)
 
 
 __all__ = ["EXECUTORS", "InProcessExecutor", "ProcessExecutor", "available_cores",
