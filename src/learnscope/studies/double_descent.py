@@ -63,7 +63,12 @@ from learnscope.studies.double_descent_epochwise import (
     epochwise_figures,
     gd_over_time,
 )
-from learnscope.studies.double_descent_mlp import mlp_claims, mlp_figures, train_widths
+from learnscope.studies.double_descent_mlp import (
+    mlp_claims,
+    mlp_figures,
+    mlp_notes,
+    train_widths,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,7 +145,7 @@ class DoubleDescent(Study[DoubleDescentConfig]):
         "feature_ratios": [0.1, 0.4, 0.5, 0.8, 0.9, 1.0, 1.1, 1.2, 2, 10, 30],
         "sample_ratios": [0.4, 0.5, 0.7, 0.9, 1.0, 1.1, 1.5, 2, 10],
         "poly_ratios": [0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 2, 2.5, 15],
-        "mlp_widths": [4, 16, 64, 256], "mlp_epochs": 100, "mlp_seeds": 1,
+        "mlp_widths": [2, 4, 6, 9, 12, 16, 24, 36, 64, 150], "mlp_epochs": 300, "mlp_seeds": 1,
     }
 
     tiny = {"seeds": 2, "mlp_widths": [4, 16], "mlp_epochs": 3, "mlp_n_train": 200,
@@ -225,6 +230,9 @@ class DoubleDescent(Study[DoubleDescentConfig]):
             poly.between(lo=n_poly / 2, hi=n_poly), increasing=True))
         return claims + epochwise_claims(results.where(part="epochwise")) + mlp_claims(
             cfg, results.where(part="mlp"))
+
+    def notes(self, cfg: DoubleDescentConfig, results: Results) -> list[str]:
+        return mlp_notes(cfg)
 
     def figures(self, cfg: DoubleDescentConfig) -> list[LinePlot]:
         noise = f"noise sd {cfg.noise_sd:g}"
