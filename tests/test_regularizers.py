@@ -161,6 +161,8 @@ def test_train_logits_are_undropped_and_unmixed():
     assert torch.allclose(logits[0], expected, atol=1e-12)
     acc = float((logits[0].argmax(1) == data.y_train).double().mean())
     assert acc == pytest.approx(trainer.evaluate()[0].train_acc)
+    assert torch.allclose(trainer.logits(data.x_test)[0], trainer.export(0)(data.x_test),
+                          atol=1e-12)
 
 
 def test_dropout_needs_relu_and_options_are_checked():

@@ -865,6 +865,16 @@ class BatchedTrainer:
                   for i in range(0, self.n_train, c)]
         return torch.cat(chunks, 2).transpose(1, 2)
 
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(K, n, C)`` of every active model (stack order) on inputs ``x`` ``(n, ...)``,
+        without dropout (e.g. a validation set for early stopping)."""
+        x1 = _with_ones(x, self.dtype, self.device)
+        c = self._eval_chunk()
+        chunks = [self._eval_logits(x1, None, i, min(i + c, len(x1)))
+                  for i in range(0, len(x1), c)]
+        return torch.cat(chunks, 2).transpose(1, 2)
+
     @property
     def train_labels(self) -> torch.Tensor:
         """The labels ``(K, n_train)`` each active model is trained on (its assigned labels)."""
