@@ -76,6 +76,29 @@ def test_more_ray_workers_than_cores(tmp_path, capsys):
     assert not list(tmp_path.iterdir())  # refused before anything was stored
 
 
+def test_ray_output_goes_to_the_log(tmp_path):
+    """What Ray prints while connecting (C++ on fd 2, Python on sys.stderr and through logging's
+    last-resort handler) lands in the log file, not on the terminal."""
+    log = tmp_path / "ray.log"
+    script = (
+        "import logging, os, sys\n"
+        "from pathlib import Path\n"
+        "from learnscope.exec.ray_executor import _ray_output_into\n"
+        f"with _ray_output_into(Path({str(log)!r})):\n"
+        "    os.write(2, b'native line\\n')\n"
+        "    print('python line', file=sys.stderr)\n"
+        "    print('stdout line')\n"
+        "    logging.getLogger('ray').warning('logged line')\n"
+        "print('after', file=sys.stderr)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert (proc.stdout, proc.stderr) == ("", "after\n")
+    text = log.read_text()
+    assert all(line in text for line in ("native line", "python line", "stdout line",
+                                          "logged line"))
+
+
 def test_unreachable_ray_address(tmp_path, capsys):
     pytest.importorskip("ray")
     assert main([*SMALL, "--out", str(tmp_path), "--executor", "ray",

@@ -104,7 +104,8 @@ def test_recipe_runs_on_a_token_cluster(cluster, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout)
     assert result["executor"] == "ray" and result["trials"]["run_now"] == result["trials"]["total"]
-    assert "InvalidAuthToken" not in proc.stderr and "Traceback" not in proc.stderr
+    # none of Ray's lines (token warnings, connection retries) on the terminal
+    assert [line for line in proc.stderr.splitlines() if not line.startswith("report: ")] == []
 
 
 def test_token_from_the_environment_and_workers_checked(cluster, tmp_path):

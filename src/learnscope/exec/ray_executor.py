@@ -178,57 +178,59 @@ class RayExecutor:
             _check_reachable(parsed)
         self.address = parsed.text if parsed is not None else None
         self.workers = workers
-        self.started_local = False
+        self.started_local = False  # this executor started the Ray it uses
+        self._connected = False  # this executor called ray.init (it disconnects when closed)
         self._connect()
         self._check_workers()
 
     def _connect(self) -> None:
+        """Join the cluster (or a local Ray, or start one); Ray's own output goes to a log."""
         import ray
 
         if ray.is_initialized():
             return
-        kwargs: dict[str, Any] = {"ignore_reinit_error": True, "include_dashboard": False,
-                                  "log_to_driver": False, "configure_logging": False}
-        if self.address:
-            self._join(kwargs)
-            return
         from learnscope.exec.process import available_cores
 
         cores = available_cores()
-        if self.workers is not None and self.workers > cores:
+        if not self.address and self.workers is not None and self.workers > cores:
             raise LearnscopeError(f"--workers {self.workers} is more than this machine's "
                                   f"{cores} cores")
-        try:
-            ray.init(address="auto", **kwargs)  # a Ray already running on this machine
-        except (ConnectionError, RuntimeError, ValueError):
-            ray.init(num_cpus=self.workers or cores, **kwargs)
-            self.started_local = True
-
-    def _join(self, kwargs: dict[str, Any]) -> None:
-        """Connect to the cluster at ``self.address``; one-line errors, Ray's lines in a log."""
-        import ray
-
-        _send_token_if_available()
+        kwargs: dict[str, Any] = {"ignore_reinit_error": True, "include_dashboard": False,
+                                  "log_to_driver": False, "configure_logging": False}
         fd, name = tempfile.mkstemp(prefix="learnscope-ray-", suffix=".log")
         os.close(fd)
         log_path = Path(name)
         try:
-            with _ray_output_into(log_path), _env("RAY_gcs_server_port_wait_time_s",
-                                                  _CONNECT_ATTEMPTS):
-                ray.init(address=self.address, **kwargs)
+            with _ray_output_into(log_path):
+                if self.address:
+                    _send_token_if_available()
+                    with _env("RAY_gcs_server_port_wait_time_s", _CONNECT_ATTEMPTS):
+                        ray.init(address=self.address, **kwargs)
+                else:
+                    try:
+                        ray.init(address="auto", **kwargs)  # a Ray running on this machine
+                    except (ConnectionError, RuntimeError, ValueError):
+                        ray.init(num_cpus=self.workers or cores, **kwargs)
+                        self.started_local = True
         except Exception as exc:  # noqa: BLE001 - Ray raises many kinds; all mean "no cluster"
             if ray.is_initialized():
                 ray.shutdown()
-            said = f"{log_path.read_text(errors='replace')} {exc}"
-            if any(w in said for w in ("InvalidAuthToken", "Unauthenticated",
-                                       "authentication token")):
-                raise LearnscopeError(
-                    f"the Ray cluster at {self.address} refused the connection: its "
-                    f"authentication token is missing or wrong here ({_TOKEN_HINT}); "
-                    f"Ray's log: {log_path}") from None
-            raise LearnscopeError(f"cannot connect to the Ray cluster at {self.address}: "
-                                  f"{_one_line(exc)}; Ray's log: {log_path}") from None
+            self.started_local = False
+            raise self._connect_error(exc, log_path) from None
+        self._connected = True
         log_path.unlink(missing_ok=True)
+
+    def _connect_error(self, exc: Exception, log_path: Path) -> LearnscopeError:
+        """One line for a failed connection, naming the log that holds Ray's own lines."""
+        said = f"{log_path.read_text(errors='replace')} {exc}"
+        where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
+        if any(w in said for w in ("InvalidAuthToken", "Unauthenticated",
+                                   "authentication token")):
+            return LearnscopeError(
+                f"{where} refused the connection: its authentication token is missing or "
+                f"wrong here ({_TOKEN_HINT}); Ray's log: {log_path}")
+        return LearnscopeError(f"cannot connect to {where}: {_one_line(exc)}; "
+                               f"Ray's log: {log_path}")
 
     def _check_workers(self) -> None:
         import ray
@@ -236,8 +238,7 @@ class RayExecutor:
         cpus = int(ray.cluster_resources().get("CPU", 0))
         if self.workers is not None and self.workers > cpus:
             where = f"the Ray cluster at {self.address}" if self.address else "the local Ray"
-            ray.shutdown()  # disconnect, and stop the Ray this executor started, if it did
-            self.started_local = False
+            self.close()  # disconnect, and stop the Ray this executor started, if it did
             raise LearnscopeError(f"--workers {self.workers} is more than the {cpus} CPUs of "
                                   f"{where}")
 
@@ -272,7 +273,9 @@ class RayExecutor:
                     pass
 
     def close(self) -> None:
+        """Disconnect (stopping a local Ray it started); a Ray the caller set up stays."""
         import ray
 
-        if self.started_local and ray.is_initialized():
+        if self._connected and ray.is_initialized():
             ray.shutdown()
+        self._connected = self.started_local = False
