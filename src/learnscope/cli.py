@@ -23,52 +23,125 @@ from learnscope.errors import LearnscopeError
 # Only light modules at import time: `learnscope --help` and `learnscope list` import neither
 # torch nor any study; each command imports what it needs.
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="learnscope: a laboratory for how deep neural networks learn.")
 try:  # typer >= 0.20 ships its own copy of click
+    from typer._click import core as _click_core
     from typer._click import exceptions as _click_exc
 except ImportError:  # pragma: no cover - older typer uses click itself
+    from click import core as _click_core  # type: ignore[no-redef]
     from click import exceptions as _click_exc  # type: ignore[no-redef]
 
 err = Console(stderr=True)
 out = Console()
 
 
-class _Bar:
-    """A rich progress bar over trials, with an ETA (drawn on stderr)."""
+def _version(value: bool) -> None:
+    if value:
+        from learnscope import __version__
 
-    def __init__(self, enabled: bool) -> None:
+        print(f"learnscope {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option(
+        "--version", help="print the version and exit", is_eager=True, callback=_version)
+        ] = False) -> None:
+    """learnscope: a laboratory for how deep neural networks learn."""
+
+
+def _eta_column() -> Any:
+    """A column that counts down from the runner's last ETA; blank while the runner has none it
+    can stand behind."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class EtaColumn(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            at = task.fields.get("eta_at")
+            if at is None:
+                return Text("")
+            left = max(0, round(at - time.monotonic()))
+            return Text(f"eta ~{left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}",
+                        style="progress.remaining")
+
+    return EtaColumn()
+
+
+class _Bar:
+    """A progress bar (on stderr) that fills by work, names the stage (training, analysis,
+    report) and shows an ETA only when the runner has one; ``verbose`` adds a line per trial."""
+
+    def __init__(self, enabled: bool, *, verbose: bool = False, study: str = "") -> None:
         self.enabled = enabled
+        self.verbose = verbose
+        self.study = study
         self._progress: Any = None
         self._task: Any = None
 
-    def start(self, total: int, completed: int, description: str) -> None:
+    def start(self, state: Any) -> None:
+        _clear_transient()
         if not self.enabled:
             return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
         from rich.progress import Progress as RichProgress
 
         self._progress = RichProgress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err,
-            transient=False)
+            TextColumn("[bold]{task.description}"), BarColumn(),
+            TextColumn("{task.fields[trials]}"), TimeElapsedColumn(), _eta_column(),
+            console=err, transient=True)
         self._progress.start()
-        self._task = self._progress.add_task(description, total=total, completed=completed)
+        self._task = self._progress.add_task(
+            self._description(state), total=max(state.work_total, 1e-9),
+            completed=state.work_done, trials=self._trials(state), eta_at=None)
 
-    def advance(self, status: str) -> None:
-        if self._progress is not None:
-            self._progress.advance(self._task)
+    def update(self, state: Any, finished: Any) -> None:
+        if self.verbose:
+            for line in finished:
+                axes = " ".join(f"{k}={v}" for k, v in line.spec.items() if k != "part")
+                text = (f"  {line.spec.get('part', '')} {axes}: {line.status} "
+                        f"{line.seconds:.2f} s")
+                (self._progress.console if self._progress is not None else err).print(
+                    text, markup=False, highlight=False)
+        if self._progress is None:
+            return
+        eta_at = None if state.eta_s is None else time.monotonic() + state.eta_s
+        self._progress.update(self._task, completed=state.work_done,
+                              description=self._description(state),
+                              trials=self._trials(state), eta_at=eta_at)
 
     def stop(self) -> None:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+    def _description(self, state: Any) -> str:
+        return f"{self.study}: {state.stage}" if self.study else state.stage
+
+    @staticmethod
+    def _trials(state: Any) -> str:
+        return f"trials {state.trials_done}/{state.trials_total}"
+
+
+_shown: list[bool] = [False]
+
+
+def _transient(text: str) -> None:
+    """A status line on a terminal's stderr that the progress bar or an error replaces (not
+    written where stderr is a file or pipe: there bad input stays one line)."""
+    if sys.stderr.isatty():
+        sys.stderr.write(text)
+        sys.stderr.flush()
+        _shown[0] = True
+
+
+def _clear_transient() -> None:
+    if _shown[0]:
+        sys.stderr.write("\r\033[K")
+        sys.stderr.flush()
+        _shown[0] = False
 
 
 def _sigterm_as_interrupt() -> None:
@@ -100,8 +173,7 @@ def list_cmd() -> None:
 
 
 @app.command()
-def show(study: Annotated[str, typer.Argument(help="study name (see `learnscope list`)")]
-         ) -> None:
+def show(study: StudyArg) -> None:
     """Show a study's config fields: type, default, --quick value and meaning."""
     from learnscope.config import describe
     from learnscope.studies import get_study
@@ -124,124 +196,183 @@ def show(study: Annotated[str, typer.Argument(help="study name (see `learnscope 
 
 
 def _run_one(study: str, *, quick: bool, sets: list[str], config: Path | None,
-             seeds: int | None, out_dir: Path, resume: bool, progress: bool,
+             seeds: int | None, out_dir: str, resume: bool, bar: _Bar,
              executor: str, workers: int | None, address: str | None,
              device: str | None) -> dict[str, Any]:
+    if bar.enabled:  # importing torch and the study takes seconds on a busy machine
+        _transient(f"preparing {study}...")
     from learnscope.config import parse_assignments
     from learnscope.runner import run_study
 
     overrides = ({"device": device} if device else {}) | parse_assignments(sets)
     outcome = run_study(study, quick=quick, overrides=overrides, config_file=config,
-                        seeds=seeds, out=out_dir, resume=resume, progress=_Bar(progress),
+                        seeds=seeds, out=out_dir, resume=resume, progress=bar,
                         executor=executor, workers=workers, address=address)
     return outcome.result | {"run_dir": str(outcome.run_dir)}
 
 
-OutOpt = Annotated[Path, typer.Option("--out", help="results directory (database + run folders)")]
+def _result_line(result: dict[str, Any], report: Path | None) -> str:
+    claims = result["claims"]
+    gating = [c for c in claims if c.get("gating", True)]
+    held = sum(1 for c in gating if c["holds"])
+    where = f"; report: {report}" if report is not None else ""
+    return f"{result['study']}: {result['verdict']} ({held}/{len(gating)} claims hold){where}"
+
+
+OutOpt = Annotated[str, typer.Option(
+    "--out", metavar="DIR", help="results directory (database + run folders)")]
 ExecOpt = Annotated[str, typer.Option(
-    "--executor", help="where trials run: local (this process), process (a local pool), ray")]
+    "--executor", metavar="NAME",
+    help="where trials run: local (this process), process (a local pool), ray")]
 WorkersOpt = Annotated[int | None, typer.Option(
-    "--workers", help="processes for --executor process/ray (default: one per core)")]
+    "--workers", metavar="N", help="processes for --executor process/ray (default: one per core)")]
 AddressOpt = Annotated[str | None, typer.Option(
-    "--address", help="Ray cluster to join (HOST:PORT or ray://HOST:PORT)")]
-StrictOpt = Annotated[bool, typer.Option("--strict", help="exit 1 when a claim does not hold")]
+    "--address", metavar="HOST:PORT", help="Ray cluster to join (HOST:PORT or ray://HOST:PORT)")]
+StrictOpt = Annotated[bool, typer.Option("--strict", metavar="",
+                                         help="exit 1 when a claim does not hold")]
 DeviceOpt = Annotated[str | None, typer.Option(
-    "--device", help="where models train: cpu (default) or cuda (where a GPU is present)")]
+    "--device", metavar="cpu|cuda",
+    help="where models train: cpu (default) or cuda (where a GPU is present)")]
+StudyArg = Annotated[str, typer.Argument(metavar="STUDY",
+                                         help="study name (see `learnscope list`)")]
+QuietOpt = Annotated[bool, typer.Option(
+    "-q", "--quiet", metavar="", help="no progress bar; print only the result line")]
+VerboseOpt = Annotated[bool, typer.Option(
+    "-v", "--verbose", metavar="", help="also print a line per finished trial")]
+
+
+def _bar(quiet: bool, verbose: bool, study: str = "") -> _Bar:
+    if quiet and verbose:
+        raise LearnscopeError("-q/--quiet and -v/--verbose exclude each other")
+    return _Bar(not quiet, verbose=verbose, study=study)
 
 
 @app.command()
 def run(
-    study: Annotated[str, typer.Argument(help="study name (see `learnscope list`)")],
-    quick: Annotated[bool, typer.Option("--quick", help="the small size (under a minute)")] = False,
+    study: StudyArg,
+    quick: Annotated[bool, typer.Option(
+        "--quick", metavar="", help="the small size (under a minute)")] = False,
     sets: Annotated[list[str] | None, typer.Option(
-        "--set", help="override a config field: --set field=value (repeatable)")] = None,
+        "--set", metavar="FIELD=VALUE",
+        help="override a config field (repeatable; lists as a,b,c)")] = None,
     config: Annotated[Path | None, typer.Option(
-        "--config", help="TOML file of config fields")] = None,
-    seeds: Annotated[int | None, typer.Option("--seeds", help="number of seeds")] = None,
-    out_dir: OutOpt = Path("runs"),
+        "--config", metavar="FILE.toml", help="TOML file of config fields")] = None,
+    seeds: Annotated[int | None, typer.Option("--seeds", metavar="N",
+                                              help="number of seeds")] = None,
+    out_dir: OutOpt = "runs",
     resume: Annotated[bool, typer.Option(
-        "--resume", help="continue the newest run with the same config; skip finished trials")
-    ] = False,
+        "--resume", metavar="",
+        help="continue the newest run with the same config; skip finished trials")] = False,
     strict: StrictOpt = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print result.json to stdout")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", metavar="", help="print result.json to stdout")] = False,
     executor: ExecOpt = "local",
     workers: WorkersOpt = None,
     address: AddressOpt = None,
     device: DeviceOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> int:
     """Run a study: train, measure, check its claims, write result.json and report.html."""
     from learnscope.report.terminal import print_claims
 
     _sigterm_as_interrupt()
+    bar = _bar(quiet or as_json, verbose, study)
     result = _run_one(study, quick=quick, sets=sets or [], config=config, seeds=seeds,
-                      out_dir=out_dir, resume=resume, progress=not as_json,
+                      out_dir=out_dir, resume=resume, bar=bar,
                       executor=executor, workers=workers, address=address, device=device)
+    report = Path(result["run_dir"]) / "report.html"
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
+        print(f"report: {report}", file=sys.stderr)
+    elif quiet:
+        print(_result_line(result, report))
     else:
         print_claims(result, out)
         t = result["trials"]
         out.print(f"{t['run_now']} trials run, {t['reused']} reused, {t['diverged']} diverged; "
                   f"{result['timings']['total_s']:.1f} s")
-        out.print(f"report: {Path(result['run_dir']) / 'report.html'}")
+        print(f"report: {report}")  # one line whatever the width: easy to copy
     return 1 if strict and result["verdict"] != "reproduced" else 0
 
 
 @app.command()
 def tour(
-    quick: Annotated[bool, typer.Option("--quick", help="the small size of every study")] = False,
-    out_dir: OutOpt = Path("runs"),
-    resume: Annotated[bool, typer.Option("--resume", help="reuse finished trials")] = False,
+    quick: Annotated[bool, typer.Option(
+        "--quick", metavar="", help="the small size of every study")] = False,
+    out_dir: OutOpt = "runs",
+    resume: Annotated[bool, typer.Option("--resume", metavar="",
+                                         help="reuse finished trials")] = False,
     strict: StrictOpt = False,
     executor: ExecOpt = "local",
     workers: WorkersOpt = None,
     address: AddressOpt = None,
     device: DeviceOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> int:
     """Run every registered study and write one combined report."""
+    _bar(quiet, verbose)  # refuse -q with -v before anything runs
+    if not quiet:
+        _transient("preparing the tour...")
     from learnscope.report.html import StudySection, write_report
     from learnscope.report.terminal import print_claims
-    from learnscope.runner import run_study
+    from learnscope.runner import check_out_dir, run_study, write_file_safely
     from learnscope.studies import get_study, study_names
 
     _sigterm_as_interrupt()
-    sections, verdicts = [], []
+    root = check_out_dir(out_dir)
+    sections, verdicts, lines = [], [], []
     for name in study_names():
-        outcome = run_study(name, quick=quick, out=out_dir, resume=resume, progress=_Bar(True),
+        outcome = run_study(name, quick=quick, out=root, resume=resume,
+                            progress=_bar(quiet, verbose, name),
                             executor=executor, workers=workers, address=address,
                             overrides={"device": device} if device else None)
-        print_claims(outcome.result, out)
+        if quiet:
+            lines.append(_result_line(outcome.result, outcome.run_dir / "report.html"))
+        else:
+            print_claims(outcome.result, out)
         sections.append(StudySection.from_result(outcome.result, outcome.analysis,
                                                  get_study(name).about()))
         verdicts.append(outcome.result["verdict"])
-    tour_dir = out_dir / "tour" / time.strftime("%Y%m%d-%H%M%S")
-    tour_dir.mkdir(parents=True, exist_ok=True)
-    path = write_report(tour_dir / "report.html", sections, title="learnscope tour")
-    summary = Table(title="tour")
-    summary.add_column("study", style="cyan")
-    summary.add_column("verdict")
-    for s, v in zip(sections, verdicts, strict=True):
-        summary.add_row(s.study, v)
-    out.print(summary)
-    out.print(f"combined report: {path}")
+    tour_dir = root / "tour" / time.strftime("%Y%m%d-%H%M%S")
+    try:
+        tour_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LearnscopeError(f"cannot create {tour_dir}: {exc.strerror or exc}") from None
+    path = write_file_safely(tour_dir / "report.html",
+                             lambda p: write_report(p, sections, title="learnscope tour"))
+    if quiet:
+        for line in lines:
+            print(line)
+    else:
+        summary = Table(title="tour")
+        summary.add_column("study", style="cyan")
+        summary.add_column("verdict")
+        for s, v in zip(sections, verdicts, strict=True):
+            summary.add_row(s.study, v)
+        out.print(summary)
+    print(f"combined report: {path}")
     return 1 if strict and any(v != "reproduced" for v in verdicts) else 0
 
 
 @app.command()
 def robustness(
-    study: Annotated[str, typer.Argument(help="study name (see `learnscope list`)")],
+    study: StudyArg,
     out_dir: OutOpt = Path("runs"),
     strict: StrictOpt = False,
     executor: ExecOpt = "local",
     workers: WorkersOpt = None,
 ) -> int:
-    """Run a study at its neighbouring configurations (other seeds, sizes +-50%, another noise
-    level; on top of its --quick size): every gating claim should hold at each."""
+    """Run a study at its neighbouring configurations: every gating claim should hold at each.
+
+    Neighbours are other seeds, sizes changed by about 50% and another noise level, on top of
+    the study's --quick size."""
     from learnscope.runner import check_robustness
 
     _sigterm_as_interrupt()
-    outcomes = check_robustness(study, out=out_dir, progress=_Bar(True), executor=executor,
-                                workers=workers)
+    outcomes = check_robustness(study, out=out_dir, progress=_Bar(True, study=study),
+                                executor=executor, workers=workers)
     table = Table(title=f"{study}: robustness")
     for col in ("configuration", "overrides", "verdict", "failing gating claims", "s"):
         table.add_column(col, overflow="fold")
@@ -253,28 +384,29 @@ def robustness(
 
 
 @app.command()
-def report(run_dir: Annotated[Path, typer.Argument(help="a run folder: OUT/<study>/<run-id>")]
-           ) -> None:
+def report(run_dir: Annotated[Path, typer.Argument(
+        metavar="RUN_DIR", help="a run folder: OUT/<study>/<run-id>")]) -> None:
     """Rebuild a run's report.html from the store."""
     from learnscope.runner import rebuild_report
 
-    out.print(f"report: {rebuild_report(run_dir)}")
+    print(f"report: {rebuild_report(run_dir)}")
 
 
 @app.command("export")
 def export_cmd(
-    run_dir: Annotated[Path, typer.Argument(help="a run folder: OUT/<study>/<run-id>")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR",
+                                            help="a run folder: OUT/<study>/<run-id>")],
     tensorboard: Annotated[Path | None, typer.Option(
-        "--tensorboard", help="write TensorBoard event files here (a study run: one folder "
+        "--tensorboard", metavar="DIR", help="write TensorBoard event files here (a study run: one folder "
         "per trial)")] = None,
     csv: Annotated[Path | None, typer.Option(
-        "--csv", help="write the records as a tidy CSV table")] = None,
+        "--csv", metavar="FILE", help="write the records as a tidy CSV table")] = None,
     parquet: Annotated[Path | None, typer.Option(
-        "--parquet", help="write the records as a tidy parquet table (needs pyarrow)")] = None,
+        "--parquet", metavar="FILE", help="write the records as a tidy parquet table (needs pyarrow)")] = None,
     figures: Annotated[Path | None, typer.Option(
-        "--figures", help="write the report's figures as images here (needs kaleido)")] = None,
+        "--figures", metavar="DIR", help="write the report's figures as images here (needs kaleido)")] = None,
     fmt: Annotated[str, typer.Option(
-        "--format", help="image format for --figures: png, svg or pdf")] = "png",
+        "--format", metavar="png|svg|pdf", help="image format for --figures: png, svg or pdf")] = "png",
 ) -> None:
     """Export a stored run (study or probes): tidy table, TensorBoard, figure images."""
     from learnscope import export
@@ -293,11 +425,26 @@ def export_cmd(
         out.print(f"figures: {len(paths)} in {figures}")
 
 
+def _command() -> Any:
+    """The click command of ``app``; flags (and -h/--help, --install-completion) show no type
+    label in --help (typer labels every option, flags as ``<bool>``)."""
+    command = typer.main.get_command(app)
+    for cmd in [command, *getattr(command, "commands", {}).values()]:
+        ctx = _click_core.Context(cmd, help_option_names=["-h", "--help"])
+        for param in [*cmd.params, cmd.get_help_option(ctx)]:
+            if param is not None and getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+    return command
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: bad input is one line on stderr and exit code 2, never a traceback."""
-    command = typer.main.get_command(app)
+    command = _command()
     try:
-        code = command.main(args=argv, prog_name="learnscope", standalone_mode=False)
+        try:
+            code = command.main(args=argv, prog_name="learnscope", standalone_mode=False)
+        finally:
+            _clear_transient()
     except typer.Exit as exc:
         code = exc.exit_code
     except _click_exc.UsageError as exc:

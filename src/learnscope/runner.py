@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import platform
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import torch
-
 from learnscope.analysis import Analysis, jsonable, verdict
 from learnscope.config import StudyConfig, build_config, config_to_dict, load_toml, stable_hash
+from learnscope.errors import ConfigError, LearnscopeError, StoreError
 from learnscope.exec import make_executor
 from learnscope.store import RunInfo, RunStore
 from learnscope.store.sqlite import TrialWrite, opened_run
@@ -30,23 +30,104 @@ from learnscope.studies import get_study
 from learnscope.studies.base import Study
 
 
+@dataclass
+class ProgressState:
+    """Where a run stands: trials and work (relative cost units) done, the stage, and an ETA
+    in seconds where the measurements support one (None: unknown, show none)."""
+
+    trials_done: int
+    trials_total: int
+    work_done: float
+    work_total: float
+    stage: str
+    eta_s: float | None = None
+
+
+@dataclass(frozen=True)
+class TrialLine:
+    """One finished trial, for per-trial output: its spec, status and share of its batch's
+    seconds."""
+
+    spec: dict[str, Any]
+    status: str
+    seconds: float
+
+
 class Progress(Protocol):
     """What the runner reports while it works (the CLI draws a progress bar from it)."""
 
-    def start(self, total: int, completed: int, description: str) -> None: ...
-    def advance(self, status: str) -> None: ...
+    def start(self, state: ProgressState) -> None: ...
+    def update(self, state: ProgressState, finished: Sequence[TrialLine]) -> None: ...
     def stop(self) -> None: ...
 
 
 class _Silent:
-    def start(self, total: int, completed: int, description: str) -> None:
+    def start(self, state: ProgressState) -> None:
         pass
 
-    def advance(self, status: str) -> None:
+    def update(self, state: ProgressState, finished: Sequence[TrialLine]) -> None:
         pass
 
     def stop(self) -> None:
         pass
+
+
+class WorkMeter:
+    """Progress by work and an ETA that is shown only when the measurements can stand behind it.
+
+    Each part's seconds per unit of work are measured from its finished batches (trials of one
+    part cost alike per unit of :meth:`Study.trial_work`; parts differ by orders of magnitude).
+    The ETA is the remaining work of each part times its median rate, divided by the observed
+    parallelism (batch seconds per elapsed second). It stays unknown (None) until two batches
+    have finished, while a part with work left has no finished batch, and while the estimate
+    from the parts' upper-quartile rates exceeds the one from their lower-quartile rates by more
+    than ``max_spread`` (a part measured once counts as +-50%).
+    """
+
+    def __init__(self, work_left: Mapping[str, float], *, max_spread: float = 2.0,
+                 clock: Any = time.perf_counter) -> None:
+        self.left = dict(work_left)
+        self.rates: dict[str, list[float]] = {p: [] for p in self.left}
+        self.batches = 0
+        self.busy_s = 0.0
+        self.max_spread = max_spread
+        self.clock = clock
+        self.t0 = clock()
+
+    def batch_done(self, part: str, work: float, seconds: float) -> None:
+        self.left[part] = max(0.0, self.left.get(part, 0.0) - work)
+        self.rates.setdefault(part, []).append(seconds / max(work, 1e-12))
+        self.batches += 1
+        self.busy_s += seconds
+
+    def eta_s(self) -> float | None:
+        if self.batches < 2:
+            return None
+        lo = mid = hi = 0.0
+        for p, left in self.left.items():
+            if left <= 0:
+                continue
+            r = sorted(self.rates.get(p, []))
+            if not r:
+                return None
+            if len(r) == 1:
+                lo_r, mid_r, hi_r = 0.5 * r[0], r[0], 1.5 * r[0]
+            else:
+                lo_r, mid_r, hi_r = _quantile(r, 0.25), _quantile(r, 0.5), _quantile(r, 0.75)
+            lo, mid, hi = lo + left * lo_r, mid + left * mid_r, hi + left * hi_r
+        elapsed = self.clock() - self.t0
+        parallel = max(1.0, self.busy_s / elapsed) if elapsed > 0 else 1.0
+        if hi > self.max_spread * lo and (hi - lo) / parallel > 5.0:
+            return None
+        return mid / parallel
+
+
+def _quantile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear-interpolation quantile (numpy's default) of sorted values."""
+    pos = q * (len(sorted_values) - 1)
+    i = int(pos)
+    j = min(i + 1, len(sorted_values) - 1)
+    return sorted_values[i] + (pos - i) * (sorted_values[j] - sorted_values[i])
 
 
 @dataclass
@@ -67,6 +148,7 @@ def limited_threads(n: int | None) -> Iterator[None]:
     if n is None:
         yield
         return
+    import torch
     from threadpoolctl import threadpool_limits
 
     before = torch.get_num_threads()
@@ -94,6 +176,8 @@ def versions() -> dict[str, str]:
     without importing them: importing scikit-learn alone takes a second or more)."""
     from importlib.metadata import PackageNotFoundError, version
 
+    import torch
+
     from learnscope import __version__
 
     out = {"learnscope": __version__, "python": sys.version.split()[0],
@@ -106,6 +190,81 @@ def versions() -> dict[str, str]:
     return out | {"platform": platform.platform()}
 
 
+def available_memory_bytes() -> int | None:
+    """Memory this machine can still give a process: MemAvailable of /proc/meminfo (Linux), else
+    free physical pages (os.sysconf), else None (unknown)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def format_bytes(n: float) -> str:
+    """``1.5e9`` -> ``"1.5 GB"`` (decimal units)."""
+    units = ("B", "KB", "MB", "GB", "TB", "PB", "EB")
+    for unit in units[:-1]:
+        if abs(n) < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} {units[-1]}"
+
+
+_OOM_TEXT = ("can't allocate memory", "not enough memory", "out of memory",
+             "unable to allocate", "array is too big", "cannot allocate memory")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """An allocation that failed: MemoryError (numpy's _ArrayMemoryError included), torch's
+    OutOfMemoryError, or torch/numpy errors whose message says the allocator refused."""
+    if isinstance(exc, MemoryError):
+        return True
+    if type(exc).__name__ == "OutOfMemoryError":
+        return True
+    if isinstance(exc, RuntimeError | ValueError):
+        text = str(exc).lower()
+        return any(t in text for t in _OOM_TEXT)
+    return False
+
+
+def changed_fields(study: Study, cfg: StudyConfig) -> str:
+    """The fields of ``cfg`` that differ from the study's defaults, as ``a=1, b=[2, 3]``."""
+    default = config_to_dict(build_config(study.Config))
+    now = config_to_dict(cfg)
+    diff = [f"{k}={_short(v)}" for k, v in now.items() if default.get(k) != v]
+    return ", ".join(diff) or "the defaults"
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_memory(study: Study, cfg: StudyConfig) -> None:
+    need = study.memory_bytes(cfg)
+    if need is None:
+        return
+    have = available_memory_bytes()
+    if have is not None and need > have:
+        raise ConfigError(f"{study.name} with {changed_fields(study, cfg)} needs about "
+                          f"{format_bytes(need)} of memory; this machine has "
+                          f"{format_bytes(have)} available")
+
+
+def check_out_dir(out: str | Path) -> Path:
+    """The results directory; an empty one is refused (it would write into the current
+    directory)."""
+    if not str(out).strip():
+        raise ConfigError("--out is empty; give a results directory (default: runs)")
+    return Path(out)
+
+
 def run_study(name: str, *, quick: bool = False, overrides: Mapping[str, Any] | None = None,
               config_file: str | Path | None = None, seeds: int | None = None,
               out: str | Path = "runs", resume: bool = False, progress: Progress | None = None,
@@ -114,9 +273,14 @@ def run_study(name: str, *, quick: bool = False, overrides: Mapping[str, Any] | 
     """Run study ``name`` and write ``result.json`` (and ``report.html``) into its run folder.
 
     With ``resume=True`` the newest run of the same study and resolved config continues: its
-    finished trials are kept and only the missing ones run. Raises LearnscopeError on bad input.
+    finished trials are kept and only the missing ones run (none there: a new run, and a note
+    on stderr). Raises LearnscopeError on bad input, including a config whose memory estimate
+    exceeds what this machine has available (checked before a run is created). Whatever ends
+    a run early marks it: ``interrupted`` (KeyboardInterrupt) or ``failed`` (anything else; an
+    allocation that fails becomes a LearnscopeError naming the config).
     """
     t_start = time.perf_counter()
+    out = check_out_dir(out)
     study = get_study(name)
     cfg = resolve_config(study, quick=quick, overrides=overrides, config_file=config_file,
                          seeds=seeds)
@@ -125,43 +289,101 @@ def run_study(name: str, *, quick: bool = False, overrides: Mapping[str, Any] | 
     specs = study.trials(cfg)
     keys = [stable_hash({"study": study.name, "trial": s}) for s in specs]
     if len(set(keys)) != len(keys):
-        raise RuntimeError(f"study {name} produced duplicate trial specs")
+        first: dict[str, dict[str, Any]] = {}
+        for k, s in zip(keys, specs, strict=True):
+            if k in first:
+                raise ConfigError(f"{study.name}: two values of the config give the same trial "
+                                  f"{s}; give each value once")
+            first[k] = s
+    _check_memory(study, cfg)
+    work = [study.trial_work(cfg, s) for s in specs]
     progress = progress or _Silent()
     runner = make_executor(executor, workers=workers, address=address)
 
-    with RunStore(out) as store:
-        run = store.latest_run(study.name, chash) if resume else None
-        if run is None:
-            run = store.create_run(study.name, config, config_hash=chash)
-        else:
-            store.set_run_status(run.run_id, "running")
-        done = store.finished_keys(run.run_id)
-        pending = [i for i, k in enumerate(keys) if k not in done]
-        t_trials = time.perf_counter()
-        progress.start(len(specs), len(specs) - len(pending), f"{study.name} trials")
-        todo = [specs[i] for i in pending]
-        groups = [[pending[j] for j in g] for g in study.group_trials(cfg, todo)]
-        try:
-            with limited_threads(threads):
-                for g, outputs, wall in runner.map(study, cfg, [[specs[i] for i in grp]
-                                                                  for grp in groups]):
-                    size = len(groups[g])
-                    # One transaction per batch: a kill leaves a batch stored whole or not at
-                    # all, so a resumed run trains exactly the batches an uninterrupted one did.
-                    store.save_trials(run.run_id, [
-                        TrialWrite(keys[i], specs[i], output.records, output.status,
-                                   wall / size, output.info | {"group_size": size})
-                        for i, output in zip(groups[g], outputs, strict=True)])
-                    for output in outputs:
-                        progress.advance(output.status)
-        except KeyboardInterrupt:
-            store.set_run_status(run.run_id, "interrupted")
-            raise
-        finally:
-            progress.stop()
-            runner.close()
+    try:
+        with RunStore(out) as store:
+            run = store.latest_run(study.name, chash) if resume else None
+            if resume and run is None:
+                print(f"learnscope: note: no earlier run of {study.name} with this config in "
+                      f"{out}; starting a new run", file=sys.stderr)
+            if run is None:
+                run = store.create_run(study.name, config, config_hash=chash)
+            else:
+                store.set_run_status(run.run_id, "running")
+            try:
+                outcome = _run_trials_and_analyse(
+                    study, cfg, run, store, runner, specs, keys, work, progress,
+                    threads=threads, quick=quick, config=config, chash=chash,
+                    executor=executor, write_report=write_report, t_start=t_start)
+            except KeyboardInterrupt:
+                _mark(store, run, "interrupted")
+                raise
+            except BaseException as exc:
+                _mark(store, run, "failed")
+                if is_out_of_memory(exc):
+                    raise LearnscopeError(
+                        f"{study.name} ran out of memory with {changed_fields(study, cfg)} "
+                        f"({_one_line(exc)}); run {run.run_id} is marked failed") from exc
+                raise
+    finally:
+        progress.stop()
+        runner.close()
+    return outcome
+
+
+def _mark(store: RunStore, run: RunInfo, status: str) -> None:
+    """Record how a run ended without masking the error that ended it."""
+    try:
+        store.set_run_status(run.run_id, status)
+    except Exception:  # noqa: BLE001 - a full disk may refuse this too; the first error wins
+        pass
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _run_trials_and_analyse(study: Study, cfg: StudyConfig, run: RunInfo, store: RunStore,
+                            runner: Any, specs: list[dict[str, Any]], keys: list[str],
+                            work: list[float], progress: Progress, *, threads: int | None,
+                            quick: bool, config: dict[str, Any], chash: str, executor: str,
+                            write_report: bool, t_start: float) -> RunOutcome:
+    done = store.finished_keys(run.run_id)
+    pending = [i for i, k in enumerate(keys) if k not in done]
+    t_trials = time.perf_counter()
+    todo = [specs[i] for i in pending]
+    groups = [[pending[j] for j in g] for g in study.group_trials(cfg, todo)]
+    work_left: dict[str, float] = {}
+    for i in pending:
+        work_left[specs[i]["part"]] = work_left.get(specs[i]["part"], 0.0) + work[i]
+    meter = WorkMeter(work_left)
+    state = ProgressState(len(specs) - len(pending), len(specs),
+                          sum(work) - sum(work_left.values()), sum(work), "training")
+    progress.start(state)
+    try:
+        with limited_threads(threads):
+            for g, outputs, wall in runner.map(study, cfg, [[specs[i] for i in grp]
+                                                              for grp in groups]):
+                size = len(groups[g])
+                # One transaction per batch: a kill leaves a batch stored whole or not at
+                # all, so a resumed run trains exactly the batches an uninterrupted one did.
+                store.save_trials(run.run_id, [
+                    TrialWrite(keys[i], specs[i], output.records, output.status,
+                               wall / size, output.info | {"group_size": size})
+                    for i, output in zip(groups[g], outputs, strict=True)])
+                batch_work = sum(work[i] for i in groups[g])
+                meter.batch_done(specs[groups[g][0]]["part"], batch_work, wall)
+                state.trials_done += size
+                state.work_done += batch_work
+                state.eta_s = meter.eta_s()
+                progress.update(state, [TrialLine(specs[i], o.status, wall / size)
+                                        for i, o in zip(groups[g], outputs, strict=True)])
+        runner.close()  # free the workers before the analysis
         trials_s = time.perf_counter() - t_trials
 
+        state.stage, state.eta_s = "analysis", None
+        progress.update(state, [])
         results = store.load_trials(run.run_id)
         t_an = time.perf_counter()
         analysis = study.analyze(cfg, results)
@@ -191,20 +413,41 @@ def run_study(name: str, *, quick: bool = False, overrides: Mapping[str, Any] | 
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         run_dir = run.run_dir
-        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create run folder {run_dir}: {exc.strerror or exc}") \
+                from None
         if write_report:
             from learnscope.report.html import StudySection
             from learnscope.report.html import write_report as _write
 
+            state.stage = "report"
+            progress.update(state, [])
             t_rep = time.perf_counter()
-            _write(run_dir / "report.html",
-                   [StudySection.from_result(result, analysis, study.about())],
-                   title=f"learnscope: {study.title}")
+            section = StudySection.from_result(result, analysis, study.about())
+            write_file_safely(run_dir / "report.html", lambda p: _write(
+                p, [section], title=f"learnscope: {study.title}"))
             result["timings"]["report_s"] = round(time.perf_counter() - t_rep, 3)
         result["timings"]["total_s"] = round(time.perf_counter() - t_start, 3)
-        _atomic_write_json(run_dir / "result.json", result)
+        write_file_safely(run_dir / "result.json", lambda p: _atomic_write_json(p, result))
         store.set_run_status(run.run_id, "finished", v)
+    finally:
+        progress.stop()
     return RunOutcome(run, run_dir, result, analysis)
+
+
+def write_file_safely(path: Path, write: Any) -> Path:
+    """Call ``write(path)`` (which writes ``path`` through a ``.tmp`` sibling); on an OSError
+    (full disk, no permission) remove that partial ``.tmp`` and raise a one-line StoreError."""
+    try:
+        write(path)
+    except OSError as exc:
+        for tmp in (path.with_suffix(path.suffix + ".tmp"),):
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+        raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
 
 
 @dataclass
@@ -257,9 +500,9 @@ def rebuild_report(run_dir: str | Path) -> Path:
     result["claims"] = [c.to_dict() for c in analysis.claims]
     result["verdict"] = verdict(analysis.claims)
     path = run_dir / "report.html"
-    _write(path, [StudySection.from_result(result, analysis, study.about())],
-           title=f"learnscope: {study.title}")
-    return path
+    section = StudySection.from_result(result, analysis, study.about())
+    return write_file_safely(path, lambda p: _write(p, [section],
+                                                    title=f"learnscope: {study.title}"))
 
 
 def _rebuild_probe_report(store: RunStore, run: RunInfo) -> Path:
@@ -284,8 +527,13 @@ def _rebuild_probe_report(store: RunStore, run: RunInfo) -> Path:
 
 def _atomic_write_json(path: Path, obj: Any) -> None:
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+        tmp.replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 def _jsonable(obj: Any) -> Any:

@@ -101,6 +101,9 @@ class Part:
     run: Callable[..., Any]
     axes: dict[str, tuple[Any, ...]]
     batch_by: tuple[str, ...] | None = None
+    work: Callable[[Any, Trial], float] | None = None
+    """``work(cfg, trial)``: the trial's cost relative to the part's other trials (e.g. epochs
+    x parameters), for the progress bar; None: every trial of the part costs the same."""
 
     def specs(self) -> list[dict[str, Any]]:
         names = list(self.axes)
@@ -109,11 +112,13 @@ class Part:
 
 
 def part(name: str, run: Callable[..., Any], /, *, batch_by: Sequence[str] | None = None,
+         work: Callable[[Any, Trial], float] | None = None,
          **axes: Sequence[Any] | Any) -> Part:
     """Declare a part: ``part("labels", self.train, batch_by=["seed"], noise=[0, 1], seed=[0, 1])``.
 
     An axis given a single (non-list) value is an axis with that one value. Values are
-    de-duplicated keeping their order.
+    de-duplicated keeping their order. ``work(cfg, trial)`` (optional) is a trial's relative
+    cost within the part (see :meth:`Study.trial_work`).
     """
     clean: dict[str, tuple[Any, ...]] = {}
     for axis, values in axes.items():
@@ -123,7 +128,7 @@ def part(name: str, run: Callable[..., Any], /, *, batch_by: Sequence[str] | Non
         unknown = [a for a in batch_by if a not in clean]
         if unknown:
             raise ValueError(f"part {name!r}: batch_by names unknown axes {unknown}")
-    return Part(name, run, clean, tuple(batch_by) if batch_by is not None else None)
+    return Part(name, run, clean, tuple(batch_by) if batch_by is not None else None, work)
 
 
 class Study(Generic[Cfg]):
@@ -170,6 +175,31 @@ class Study(Generic[Cfg]):
         STUDY`` runs them; a claim that holds only where it was written is not a reproduction.
         Studies extend this (``super().neighbours(cfg) | {...}``)."""
         return {"other seeds": {"seed": cfg.seed + 1000}}
+
+    def memory_bytes(self, cfg: Cfg) -> float | None:
+        """Bytes the costliest batch of trials of ``cfg`` holds at once, or None when unknown.
+
+        The runner refuses a config whose estimate exceeds the memory this machine has
+        available, before it creates a run, so a size that cannot be allocated is one line
+        instead of a crash minutes in. Override with the sizes the study allocates (data,
+        parameters, gradients and optimizer state of a stack, work buffers); an estimate
+        within a factor of two is enough. Unknown (None): an allocation that fails at run time
+        still ends as one line and the run is marked failed.
+        """
+        return None
+
+    def trial_work(self, cfg: Cfg, spec: Mapping[str, Any]) -> float:
+        """The relative cost of one trial, so the progress bar fills by work, not by count.
+
+        Only ratios between trials of one part matter: the runner measures each part's time
+        per unit of work as trials finish, and shows an ETA only once the measurements support
+        one. Default: the part's ``work(cfg, trial)`` where it declares one, else 1.
+        """
+        p = self._parts(cfg)[spec["part"]]
+        if p.work is None:
+            return 1.0
+        w = float(p.work(cfg, Trial(spec)))
+        return w if math.isfinite(w) and w > 0 else 1.0
 
     @classmethod
     def about(cls) -> str:
@@ -242,11 +272,17 @@ class Study(Generic[Cfg]):
                         self.tables(cfg, results), self.notes(cfg, results))
 
     def _parts(self, cfg: Cfg) -> dict[str, Part]:
+        # The last config's parts are kept: trial_work asks once per trial.
+        cached = self.__dict__.get("_parts_of")
+        if cached is not None and cached[0] is cfg:
+            return cached[1]
         parts = self.parts(cfg)
         names = [p.name for p in parts]
         if len(set(names)) != len(names):
             raise ValueError(f"study {self.name}: duplicate part names {names}")
-        return {p.name: p for p in parts}
+        by_name = {p.name: p for p in parts}
+        self.__dict__["_parts_of"] = (cfg, by_name)
+        return by_name
 
 
 def _normalise(output: Output) -> TrialOutput:
