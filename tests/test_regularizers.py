@@ -173,3 +173,45 @@ def test_dropout_needs_relu_and_options_are_checked():
                 {"weight_decay": -1.0}):
         with pytest.raises(ValueError):
             ModelSpec([D, 5, C], **bad)
+
+
+# ------------------------------------------------------------------ the regularizers study
+
+
+def test_early_stopping_is_the_erm_checkpoint_of_best_validation_accuracy():
+    from learnscope.studies.base import Trial
+    from learnscope.studies.regularizers import (
+        EARLY_STOPPING,
+        ERM,
+        RegularizersConfig,
+        _early_stopped,
+        _regularisers,
+        train_networks,
+    )
+    from learnscope.train.loop import EpochLog
+
+    history = [EpochLog(e, 10 * e, 1.0, 0.5, 1.0, 0.1 * e, 0.9, 0.01 * e) for e in range(1, 6)]
+    out = _early_stopped(history, [0.3, 0.6, 0.5, 0.6, 0.2], False)
+    assert out.info["stop_epoch"] == 2  # the first epoch of the best validation accuracy
+    final = {r.key: r.value for r in out.records}  # in epoch order: the last value wins
+    assert final["stop_epoch"] == 2 and final["test_acc"] == pytest.approx(0.2)
+    assert max(r.step for r in out.records if r.key != "stop_epoch") == 2
+
+    cfg = RegularizersConfig(seeds=1, hidden=8, epochs=4, n_train=200)
+    names = _regularisers(cfg)
+    assert ERM in names and EARLY_STOPPING in names and len(names) == 7
+    trials = [Trial({"part": "train", "regularizer": r, "seed": 0}) for r in names]
+    outputs = train_networks(cfg, trials)
+    by_name = {t.regularizer: o for t, o in zip(trials, outputs, strict=True)}
+    erm = [(r.key, r.step, r.value) for r in by_name[ERM].records if r.key != "stop_epoch"]
+    stop = by_name[EARLY_STOPPING].info["stop_epoch"]
+    early = [(r.key, r.step, r.value) for r in by_name[EARLY_STOPPING].records
+             if r.key != "stop_epoch"]
+    assert early == [x for x in erm if x[1] <= stop]
+    val = [v for k, _, v in erm if k == "val_acc"]
+    assert len(val) == 4 and stop == int(np.argmax(val)) + 1
+    # without its ERM trial in the batch, early stopping trains the ERM network itself
+    alone = train_networks(cfg, [Trial({"part": "train", "regularizer": EARLY_STOPPING,
+                                        "seed": 0})])
+    assert [(r.key, r.step, r.value) for r in alone[0].records] == \
+        [(r.key, r.step, r.value) for r in by_name[EARLY_STOPPING].records]
