@@ -334,3 +334,23 @@ def test_run_prints_the_report_path(tmp_path, capsys):
     captured = capsys.readouterr()
     result = json.loads(captured.out)
     assert f"report: {Path(result['run_dir']) / 'report.html'}" in captured.err
+
+
+def test_second_resume_of_a_run_in_progress_refused(tmp_path, capsys):
+    assert main([*TINY, "--out", str(tmp_path), "-q"]) == 0
+    capsys.readouterr()
+    [(run_id, _)] = _runs(tmp_path)
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\nfrom learnscope.store import RunStore\n"
+         f"s = RunStore({str(tmp_path)!r}); s.claim_run({run_id!r})\n"
+         "print('claimed', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "claimed"
+        assert main([*TINY, "--out", str(tmp_path), "--resume", "-q"]) == 2
+        _one_error_line(capsys, run_id)
+        assert _runs(tmp_path) == [(run_id, "finished")]  # nothing changed
+    finally:
+        holder.kill()
+        holder.wait()

@@ -308,35 +308,26 @@ def run_study(name: str, *, quick: bool = False, overrides: Mapping[str, Any] | 
                       f"{out}; starting a new run", file=sys.stderr)
             if run is None:
                 run = store.create_run(study.name, config, config_hash=chash)
-            else:
-                store.set_run_status(run.run_id, "running")
-            try:
-                outcome = _run_trials_and_analyse(
-                    study, cfg, run, store, runner, specs, keys, work, progress,
-                    threads=threads, quick=quick, config=config, chash=chash,
-                    executor=executor, write_report=write_report, t_start=t_start)
-            except KeyboardInterrupt:
-                _mark(store, run, "interrupted")
-                raise
-            except BaseException as exc:
-                _mark(store, run, "failed")
-                if is_out_of_memory(exc):
-                    raise LearnscopeError(
-                        f"{study.name} ran out of memory with {changed_fields(study, cfg)} "
-                        f"({_one_line(exc)}); run {run.run_id} is marked failed") from exc
-                raise
+            # One writer per run: a second --resume of a run in progress is refused in one
+            # line (nothing changed); whatever ends the body marks the run failed, or
+            # interrupted on Ctrl-C.
+            with store.running(run.run_id):
+                try:
+                    outcome = _run_trials_and_analyse(
+                        study, cfg, run, store, runner, specs, keys, work, progress,
+                        threads=threads, quick=quick, config=config, chash=chash,
+                        executor=executor, write_report=write_report, t_start=t_start)
+                except BaseException as exc:
+                    if is_out_of_memory(exc):
+                        raise LearnscopeError(
+                            f"{study.name} ran out of memory with "
+                            f"{changed_fields(study, cfg)} ({_one_line(exc)}); run "
+                            f"{run.run_id} is marked failed") from exc
+                    raise
     finally:
         progress.stop()
         runner.close()
     return outcome
-
-
-def _mark(store: RunStore, run: RunInfo, status: str) -> None:
-    """Record how a run ended without masking the error that ended it."""
-    try:
-        store.set_run_status(run.run_id, status)
-    except Exception:  # noqa: BLE001 - a full disk may refuse this too; the first error wins
-        pass
 
 
 def _one_line(exc: BaseException) -> str:
