@@ -147,30 +147,43 @@ def test_a_store_killed_with_its_write_ahead_log_opens(tmp_path):
         store.close()
 
 
+def _end(procs):
+    """Join the child processes; kill any still running (a failed test must not hang)."""
+    for p in procs:
+        p.join(60)
+        if p.is_alive():
+            p.kill()
+            p.join()
+
+
 # -- run ids: two processes creating runs in the same second -----------------------------------
 def _create_runs(out, n, barrier, ids):
-    with RunStore(out) as store:
-        barrier.wait()
-        made = [store.create_run("demo", {"x": 1}, config_hash="feedface" * 8).run_id
-                for _ in range(n)]
-    ids.put(made)
+    try:
+        barrier.wait(60)
+        with RunStore(out) as store:  # both make the store (it is new) at once
+            barrier.wait(60)  # and then runs, in the same second
+            ids.put([store.create_run("demo", {"x": 1}, config_hash="feedface" * 8).run_id
+                     for _ in range(n)])
+    except Exception as err:
+        ids.put(f"{type(err).__name__}: {err}")
 
 
 def test_runs_created_at_once_by_two_processes_get_distinct_ids(tmp_path):
-    RunStore(tmp_path).close()
     barrier, ids = SPAWN.Barrier(2), SPAWN.Queue()
-    procs = [SPAWN.Process(target=_create_runs, args=(tmp_path, 40, barrier, ids))
+    procs = [SPAWN.Process(target=_create_runs, args=(tmp_path, 100, barrier, ids))
              for _ in range(2)]
     for p in procs:
         p.start()
-    made = [ids.get(timeout=120) for _ in procs]
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    try:
+        made = [ids.get(timeout=120) for _ in procs]
+    finally:
+        _end(procs)
+    assert all(isinstance(m, list) for m in made), made
     every = made[0] + made[1]
-    assert len(every) == 80 and len(set(every)) == 80
+    assert len(every) == 200 and len(set(every)) == 200
+    assert any(run_id.endswith("-2") for run_id in every)  # the ids did meet
     with RunStore(tmp_path) as store:
-        assert len(store.list_runs("demo")) == 80
+        assert len(store.list_runs("demo")) == 200
 
 
 def test_an_explicit_run_id_that_exists_is_a_one_line_error(tmp_path):
@@ -195,7 +208,7 @@ def _claim_and_die(out, run_id):
 
 def _claim_at_once(out, run_id, barrier, outcomes):
     with RunStore(out) as store:
-        barrier.wait()
+        barrier.wait(60)
         try:
             with store.running(run_id):
                 outcomes.put("claimed")
@@ -225,7 +238,7 @@ def test_a_claim_is_refused_while_its_owner_lives_and_free_after_release(tmp_pat
             assert store.run_owner(run_id).pid == owner.pid
     finally:
         release.set()
-        owner.join(60)
+        _end([owner])
     assert owner.exitcode == 0
     with RunStore(tmp_path) as store:
         assert store.run_owner(run_id) is None
@@ -245,7 +258,7 @@ def test_the_claim_of_a_process_that_died_is_taken_over(tmp_path):
         with RunStore(tmp_path) as store:
             assert store.run_owner(run_id).pid == owner.pid
             assert store.claim_run(run_id).pid == os.getpid()
-    owner.join(10)
+    _end([owner])
     with RunStore(tmp_path) as store:
         assert store.claim_run(run_id).pid == os.getpid()  # the same process may claim again
 
@@ -257,9 +270,10 @@ def test_two_processes_claiming_one_run_at_once_one_wins(tmp_path):
              for _ in range(2)]
     for p in procs:
         p.start()
-    got = sorted(outcomes.get(timeout=120) for _ in procs)
-    for p in procs:
-        p.join(60)
+    try:
+        got = sorted(outcomes.get(timeout=120) for _ in procs)
+    finally:
+        _end(procs)
     assert got[0] == "claimed" and got[1].startswith(f"refused: run {run_id} is being run by")
     with RunStore(tmp_path) as store:
         assert store.run_owner(run_id) is None
@@ -360,4 +374,4 @@ def test_running_refuses_a_run_claimed_by_a_live_process(tmp_path):
             assert store.get_run(run_id).status == "running"  # the owner's status is kept
     finally:
         release.set()
-        owner.join(60)
+        _end([owner])
