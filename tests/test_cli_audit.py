@@ -131,7 +131,7 @@ def test_memory_estimate_refused_before_the_run_exists(tmp_path, capsys, monkeyp
     assert have is not None and have > 0
     monkeypatch.setattr(Study, "memory_bytes", lambda self, cfg: 1000.0 * have)
     assert main(["run", "random-labels", "--set", "hidden=100000", "--out", str(tmp_path)]) == 2
-    line = _one_error_line(capsys, "random-labels with hidden=100000 needs about")
+    line = _one_error_line(capsys, "random-labels with hidden=100000 (the default size) needs")
     assert "available" in line
     assert _runs(tmp_path) == []
 
@@ -150,8 +150,8 @@ def test_allocation_failure_one_line_and_run_failed(tmp_path, capsys, monkeypatc
     monkeypatch.setattr(Study, "run_group", allocate)
     assert main(["run", "random-labels", "--quick", "--set", "hidden=100000",
                  "--out", str(tmp_path)]) == 2
-    line = _one_error_line(capsys, "random-labels ran out of memory with")
-    assert "hidden=100000" in line and "marked failed" in line
+    line = _one_error_line(capsys, "random-labels ran out of memory with hidden=100000 (--quick)")
+    assert "marked failed" in line
     assert [s for _, s in _runs(tmp_path)] == ["failed"]
 
 

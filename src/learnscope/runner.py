@@ -233,12 +233,14 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return False
 
 
-def changed_fields(study: Study, cfg: StudyConfig) -> str:
-    """The fields of ``cfg`` that differ from the study's defaults, as ``a=1, b=[2, 3]``."""
-    default = config_to_dict(build_config(study.Config))
-    now = config_to_dict(cfg)
-    diff = [f"{k}={_short(v)}" for k, v in now.items() if default.get(k) != v]
-    return ", ".join(diff) or "the defaults"
+def config_text(cfg: StudyConfig, given: Sequence[str], quick: bool) -> str:
+    """The config in the user's terms: the fields they set (``--set``, the TOML file,
+    ``--seeds``) with their values, and whether it is the ``--quick`` size."""
+    values = config_to_dict(cfg)
+    names = [n.replace("-", "_") for n in dict.fromkeys(given)]
+    parts = [f"{n}={_short(values[n])}" for n in names if n in values]
+    size = "--quick" if quick else "the default size"
+    return f"{', '.join(parts)} ({size})" if parts else size
 
 
 def _short(value: Any) -> str:
@@ -246,13 +248,13 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _check_memory(study: Study, cfg: StudyConfig) -> None:
+def _check_memory(study: Study, cfg: StudyConfig, described: str) -> None:
     need = study.memory_bytes(cfg)
     if need is None:
         return
     have = available_memory_bytes()
     if have is not None and need > have:
-        raise ConfigError(f"{study.name} with {changed_fields(study, cfg)} needs about "
+        raise ConfigError(f"{study.name} with {described} needs about "
                           f"{format_bytes(need)} of memory; this machine has "
                           f"{format_bytes(have)} available")
 
@@ -295,7 +297,10 @@ def run_study(name: str, *, quick: bool = False, overrides: Mapping[str, Any] | 
                 raise ConfigError(f"{study.name}: two values of the config give the same trial "
                                   f"{s}; give each value once")
             first[k] = s
-    _check_memory(study, cfg)
+    given = [*(overrides or {}), *(load_toml(config_file) if config_file else {}),
+             *(["seeds"] if seeds is not None else [])]
+    described = config_text(cfg, given, quick)
+    _check_memory(study, cfg, described)
     work = [study.trial_work(cfg, s) for s in specs]
     progress = progress or _Silent()
     runner = make_executor(executor, workers=workers, address=address)
@@ -320,8 +325,8 @@ def run_study(name: str, *, quick: bool = False, overrides: Mapping[str, Any] | 
                 except BaseException as exc:
                     if is_out_of_memory(exc):
                         raise LearnscopeError(
-                            f"{study.name} ran out of memory with "
-                            f"{changed_fields(study, cfg)} ({_one_line(exc)}); run "
+                            f"{study.name} ran out of memory with {described} "
+                            f"({_one_line(exc)}); run "
                             f"{run.run_id} is marked failed") from exc
                     raise
     finally:
