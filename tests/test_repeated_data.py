@@ -126,3 +126,37 @@ def test_config_refuses_repeats_without_baseline_or_beyond_budget():
         resolve_config(get_study("repeated-data"), overrides={"repeats": [2, 4, 8]})
     with pytest.raises(ConfigError, match="exceeds"):
         resolve_config(get_study("repeated-data"), overrides={"budget": 1000, "repeats": [1, 2, 600]})
+
+
+def test_train_seed_trains_each_condition_on_its_multiset():
+    """One seed's stack at a tiny size: r = 1 and its deduplicated control are the same
+    multiset from the same initial weights and batch order, so they train identically; the
+    stored subset sizes and repeated fractions are those of the sampler."""
+    from learnscope.studies.base import Trial
+    from learnscope.studies.repeated_data import train_seed
+
+    cfg = resolve_config(get_study("repeated-data"), overrides={
+        "budget": 400, "repeats": [1, 5, 100], "hidden": 8, "n_test": 100, "evals": 2,
+        "n_eval": 50, "batch_size": 20})
+    trials = [Trial({"part": "train", "kind": kind, "repeats": r, "seed": 7})
+              for kind in ("repeated", "deduplicated") for r in (1, 5, 100)]
+    outputs = train_seed(cfg, trials)
+
+    def final(out, key):
+        (v,) = [r.value for r in out.records if r.key == key and r.step == cfg.budget]
+        return v
+
+    by = {(t.kind, t.repeats): o for t, o in zip(trials, outputs, strict=True)}
+    for key in ("test_acc", "test_loss", "repeated_loss", "unique_loss"):
+        assert final(by["repeated", 1], key) == final(by["deduplicated", 1], key)
+    assert final(by["repeated", 5], "test_loss") != final(by["deduplicated", 5], "test_loss")
+    for r in (1, 5, 100):
+        size = round(0.5 * 400 / r)
+        assert final(by["repeated", r], "subset_size") == size
+        assert final(by["repeated", r], "repeated_fraction") == size * r / 400
+        # spread evenly: each subset example is seen budget // distinct times or once more
+        whole = 400 // (400 - size * r + size)
+        share = final(by["deduplicated", r], "repeated_fraction") * 400
+        assert size * whole <= share <= size * (whole + 1)
+    steps = {r.step for r in outputs[0].records if r.key == "test_acc"}
+    assert steps == {200, 400}  # one evaluation halfway through the pass, one at its end

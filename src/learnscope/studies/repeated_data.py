@@ -62,7 +62,7 @@ from learnscope.models import mlp
 from learnscope.store.records import Record
 from learnscope.studies import register
 from learnscope.studies.base import Part, Study, Trial, TrialOutput, part
-from learnscope.train.stacked import ModelStack, make_stack
+from learnscope.train.stacked import make_stack
 
 KINDS = ("repeated", "deduplicated")
 MEMORIZED = 0.99
@@ -305,23 +305,23 @@ def train_seed(cfg: RepeatedDataConfig, trials: list[Trial]) -> list[TrialOutput
     probe_idx = pool_order(pool, seed=seed)[:cfg.n_eval]
     seen = [min(len(d.repeated), cfg.n_eval) for d in draws]
     records: list[list[Record]] = [[] for _ in trials]
-
-    def on_step(step: int, st: ModelStack) -> None:
-        if step not in due or step == steps:
-            return
-        n_seen = min(step * cfg.batch_size, cfg.budget)
-        test_acc = _accuracy(st.predict(data.x_test), data.y_test)
-        hits = st.predict(data.x_train[probe_idx]).argmax(-1) == data.y_train[probe_idx]
+    done = 0
+    for at in due:
+        stack.run_steps(at - done)
+        done = at
+        if at == steps:
+            break
+        n_seen = min(at * cfg.batch_size, cfg.budget)
+        test_acc = _accuracy(stack.predict(data.x_test), data.y_test)
+        hits = stack.predict(data.x_train[probe_idx]).argmax(-1) == data.y_train[probe_idx]
         for k in range(len(trials)):
             records[k].append(Record("test_acc", test_acc[k], n_seen, "pass"))
             records[k].append(Record("repeated_acc", hits[k, :seen[k]].float().mean(), n_seen,
                                      "pass"))
-
-    stack.train(steps=steps, on_step=on_step)
     logits = stack.predict(data.x_train)
     test_logits = stack.predict(data.x_test)
     outputs = []
-    for k, (trial, draw) in enumerate(zip(trials, draws, strict=True)):
+    for k, (trial, draw, sample) in enumerate(zip(trials, draws, samples, strict=True)):
         rep_acc, rep_loss = _fit(logits[k], data.y_train, draw.repeated)
         uni_acc, uni_loss = _fit(logits[k], data.y_train, draw.unique)
         test_loss = float(F.cross_entropy(test_logits[k].double(), data.y_test))
@@ -334,10 +334,11 @@ def train_seed(cfg: RepeatedDataConfig, trials: list[Trial]) -> list[TrialOutput
             Record("unique_acc", uni_acc, end, "pass"),
             Record("unique_loss", uni_loss, end, "pass"),
             Record("subset_size", len(draw.repeated), end, "data"),
-            Record("repeated_fraction", draw.repeated_fraction, end, "data"),
+            Record("repeated_fraction", torch.isin(sample, draw.repeated).double().mean(), end,
+                   "data"),
         ]
-        diverged = stack.histories[k].diverged
-        outputs.append(TrialOutput(records[k] + final, "diverged" if diverged else "finished",
+        outputs.append(TrialOutput(records[k] + final,
+                                   "diverged" if stack.diverged[k] else "finished",
                                    {"subset_size": len(draw.repeated),
                                     "unique": len(draw.unique), "kind": trial.kind}))
     return outputs
