@@ -105,11 +105,18 @@ def _wrap(text: str, width: int) -> str:
 
 
 def _print_blocks(title: str, rows: list[tuple[Text, str, str, str]], console: Console) -> None:
+    """One block per claim: status and claim on a line, then measured and expected below it,
+    one ``key=value`` per line."""
     console.print(title)
     for status, cid, measured, expected in rows:
         line = status.copy()
         line.append("  ")
         line.append(cid, style="cyan")
         console.print(line)
-        console.print(Text("  measured: " + measured.replace("\n", ", ")))
-        console.print(Text("  expected: " + expected))
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(no_wrap=True)
+        grid.add_column(no_wrap=True, style="dim")
+        grid.add_column(overflow="fold")
+        grid.add_row("", "measured", Text(measured))
+        grid.add_row("", "expected", Text(expected))
+        console.print(grid)
