@@ -91,8 +91,6 @@ class ActiveLearningConfig(StudyConfig):
     def check(self) -> None:
         if RANDOM not in self.strategies:
             raise ConfigError("field 'strategies' must contain 'random' (the baseline)")
-        if len(set(self.strategies)) != len(self.strategies):
-            raise ConfigError("field 'strategies' lists a strategy twice")
         if self.final_labels > self.n_pool:
             raise ConfigError(f"seed_labels + rounds x batch = {self.final_labels} exceeds "
                               f"n_pool={self.n_pool}")
