@@ -166,20 +166,22 @@ class ActiveLearning(Study[ActiveLearningConfig]):
         return claims
 
     def figures(self, cfg: ActiveLearningConfig) -> list[LinePlot]:
-        by_strategy = (Lines({"part": "acquire"}, group="strategy", label="{strategy}"),)
-        uncertain = (Lines({"part": "acquire", "strategy": [s for s in cfg.strategies
-                                                            if s != RANDOM]},
-                           group="strategy", label="{strategy}"),)
+        uncertain = [s for s in cfg.strategies if s != RANDOM]
+        by_strategy = (Lines({"part": "acquire", "strategy": uncertain}, group="strategy",
+                             label="{strategy}"),
+                       Lines({"part": "acquire", "strategy": RANDOM}, label="random",
+                             dash="dash"))
         return [
             LinePlot("Test accuracy vs number of labels (median, IQR over seeds)", "step",
                      by_strategy, key="test_acc", x_title="labelled examples",
                      y_title="test accuracy (%)", scale=100,
                      caption="Every strategy starts from the same random seed labels; a curve "
-                             "above random sampling's reaches the same accuracy with fewer "
-                             "labels."),
+                             "above random sampling's (dashed) reaches the same accuracy with "
+                             "fewer labels."),
             LinePlot("Gain over random sampling of the same seed (median, IQR over seeds)",
-                     "step", uncertain, key="gain_over_random", x_title="labelled examples",
-                     y_title="test accuracy gain (points)", scale=100, hlines=((0.0, "random"),),
+                     "step", by_strategy[:1], key="gain_over_random",
+                     x_title="labelled examples", y_title="test accuracy gain (points)",
+                     scale=100, hlines=((0.0, "random"),),
                      caption="Above zero the strategy is ahead of random sampling with the same "
                              "number of labels; early rounds may dip below (cold start)."),
             LinePlot("Share of acquired examples the current model misclassifies (median, IQR "
@@ -187,7 +189,7 @@ class ActiveLearning(Study[ActiveLearningConfig]):
                      x_title="labelled examples when the batch was chosen",
                      y_title="acquired examples misclassified (%)", scale=100,
                      caption="Uncertainty sampling asks for the model's mistakes; random "
-                             "sampling's share is the model's pool error."),
+                             "sampling's share (dashed) is the model's error on the pool."),
         ]
 
     def tables(self, cfg: ActiveLearningConfig, results: Results) -> list[Table]:
@@ -198,24 +200,24 @@ class ActiveLearning(Study[ActiveLearningConfig]):
             acc = 100 * sub.values("test_acc")
             row: list[Any] = [strategy, _median_iqr_text(acc)]
             if strategy == RANDOM:
-                row += ["", "", "", ""]
+                row += ["baseline", "baseline", str(n), "1x"]
             else:
                 gains = 100 * sub.values("gain_over_random")
                 first = 100 * _values_at(sub, "gain_over_random", first_round)
                 saving = label_saving(results, strategy, n)
+                reached = not math.isnan(saving["labels_needed"])
                 row += [f"{np.median(first):+.1f}",
                         f"{np.median(gains):+.1f} ({gains.min():+.1f} .. {gains.max():+.1f})",
-                        saving["labels_needed"], saving["saving"]]
-            row.append(100 * sub.median("acquired_error", "mean"))
+                        f"{saving['labels_needed']:.0f}" if reached else f"not within {n}",
+                        f"{saving['saving']:.2f}x" if reached else "-"]
+            row.append(f"{100 * sub.median('acquired_error', 'mean'):.1f}")
             rows.append(row)
-        return [Table(f"At N = {n} labels (medians over seeds): test accuracy, paired gain over "
-                      f"random sampling after the first round ({first_round} labels) and at N "
-                      "(min .. max over seeds), labels the strategy needs to reach random "
-                      "sampling's accuracy at N, the label saving N / n_S, and the share of "
-                      "acquired examples the choosing model misclassified (mean over rounds)",
+        return [Table(f"Strategies at N = {n} labels (medians over seeds; gains are paired with "
+                      "random sampling of the same seed, min .. max over seeds in brackets; "
+                      "misclassified: mean over rounds)",
                       ["strategy", "test acc % (IQR)",
                        f"gain at {first_round} labels, points", f"gain at {n}, points",
-                       f"labels to reach random's accuracy at {n}", "label saving",
+                       f"labels to reach random's accuracy at {n}", "label saving N / n_S",
                        "acquired misclassified %"], rows)]
 
 
