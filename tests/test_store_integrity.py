@@ -328,6 +328,18 @@ def test_writes_of_the_owner_refresh_its_heartbeat(tmp_path):
         assert store.run_owner(run_id).claimed == first.claimed
 
 
+def test_a_run_created_with_claim_is_claimed_in_the_same_transaction(tmp_path):
+    with RunStore(tmp_path) as store:
+        run = store.create_run("demo", {}, claim=True)
+        assert store.run_owner(run.run_id).pid == os.getpid()
+        with store.running(run.run_id):  # this process may enter what it holds
+            pass
+        assert store.run_owner(run.run_id) is None
+        other = store.create_run("demo", {}, claim=True)
+    with RunStore(tmp_path) as store:
+        assert store.run_owner(other.run_id) is None  # close released it
+
+
 def test_claiming_an_unknown_run_is_an_error(tmp_path):
     with RunStore(tmp_path) as store, pytest.raises(StoreError, match="no run nope"):
         store.claim_run("nope")
@@ -375,3 +387,15 @@ def test_running_refuses_a_run_claimed_by_a_live_process(tmp_path):
     finally:
         release.set()
         _end([owner])
+
+
+def test_the_command_line_refuses_a_foreign_store_in_one_line(tmp_path, capsys):
+    from learnscope.cli import main
+
+    path = tmp_path / "learnscope.db"
+    REFUSED["foreign"][0](path)
+    before = _sha(path)
+    assert main(["run", "double-descent", "--quick", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("learnscope: error: ") and "\n" not in err
+    assert "not a learnscope store" in err and _sha(path) == before

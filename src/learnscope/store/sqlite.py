@@ -225,7 +225,12 @@ class RunStore:
 
     # -- runs ------------------------------------------------------------------------------
     def create_run(self, study: str, config: dict[str, Any], *, config_hash: str | None = None,
-                   run_id: str | None = None) -> RunInfo:
+                   run_id: str | None = None, claim: bool = False) -> RunInfo:
+        """Store a new run (status ``running``) under a fresh id ``<time>-<hash>[-n]``.
+
+        ``claim=True`` also claims it for this process in the same transaction (see
+        :meth:`claim_run`), so no ``--resume`` elsewhere can take it before this process does.
+        """
         from learnscope.config import stable_hash
 
         chash = config_hash or stable_hash({"study": study, "config": config})
@@ -241,10 +246,14 @@ class RunStore:
                 self._db.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?)",
                                  (run_id, study, chash, _dumps(config), "running", now, now,
                                   str(run_dir.relative_to(self.out_dir)), None))
+                if claim:
+                    self._insert_claim(run_id, now)
         except sqlite3.IntegrityError:
             raise StoreError(f"run {run_id} already exists in {self.db_path}") from None
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write to {self.db_path}: {exc}") from None
+        if claim:
+            self._claims.add(run_id)
         run = self.get_run(run_id)
         assert run is not None
         return run
@@ -298,7 +307,6 @@ class RunStore:
         lasts until :meth:`release_run` or :meth:`close`; a killed owner leaves a stale claim.
         """
         now = time.time()
-        me = RunClaim(run_id, os.getpid(), _HOST, process_identity(os.getpid()), now, now)
         try:
             with self._transaction():
                 if self._db.execute("SELECT 1 FROM runs WHERE run_id=?", (run_id,)).fetchone() \
@@ -308,12 +316,18 @@ class RunStore:
                 owner = self._owner(run_id)
                 if owner is not None and _claim_holds(owner, now, stale_after_s):
                     raise StoreError(_claimed_message(owner, now, stale_after_s))
-                self._db.execute("INSERT OR REPLACE INTO run_claims VALUES (?,?,?,?,?,?)",
-                                 (run_id, me.pid, me.host, me.identity, me.claimed,
-                                  me.heartbeat))
+                me = self._insert_claim(run_id, now)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write to {self.db_path}: {exc}") from None
         self._claims.add(run_id)
+        return me
+
+    def _insert_claim(self, run_id: str, now: float) -> RunClaim:
+        """Inside a write transaction: record this process as the owner of ``run_id``."""
+        me = RunClaim(run_id, os.getpid(), _HOST, process_identity(os.getpid()), now, now)
+        self._db.execute(_CLAIMS_SCHEMA)
+        self._db.execute("INSERT OR REPLACE INTO run_claims VALUES (?,?,?,?,?,?)",
+                         (run_id, me.pid, me.host, me.identity, me.claimed, me.heartbeat))
         return me
 
     def release_run(self, run_id: str) -> bool:
