@@ -312,7 +312,7 @@ def run_study(name: str, *, quick: bool = False, overrides: Mapping[str, Any] | 
                 print(f"learnscope: note: no earlier run of {study.name} with this config in "
                       f"{out}; starting a new run", file=sys.stderr)
             if run is None:
-                run = store.create_run(study.name, config, config_hash=chash)
+                run = store.create_run(study.name, config, config_hash=chash, claim=True)
             # One writer per run: a second --resume of a run in progress is refused in one
             # line (nothing changed); whatever ends the body marks the run failed, or
             # interrupted on Ctrl-C.
