@@ -5,11 +5,12 @@ A learner that may choose which examples to have labelled can reach a given accu
 labels than one that labels examples at random. Uncertainty sampling asks, round after round,
 for the labels of the pool examples the current model is least sure about: least confidence
 (1 - the top class probability), margin (the top probability minus the runner-up; smallest
-first) or entropy of the predicted distribution. Settles' survey reports margin and least
-confidence as dependable on multi-class problems and entropy as weaker there (it is drawn to
-examples spread over many unlikely classes), and that uncertainty sampling can lose to random
-sampling in the first rounds, while the model is still too poor to judge its own doubt (the
-"cold start").
+first) or entropy of the predicted distribution. Settles' survey notes that entropy suits
+minimising log-loss while least confidence and margin (margin in particular) suit
+classification error: entropy weighs the doubt spread over every class, margin only the doubt
+between the two likeliest classes, which is the doubt that decides the prediction. Uncertainty sampling
+can also lose to random sampling in the first rounds, while the model is still too poor to
+judge its own doubt (a "cold start").
 
 Setup: scikit-learn's 8x8 digits split into an unlabelled pool (default 1297 images) and a test
 set (the rest). Every seed draws one random set of 20 seed labels shared by all strategies;
@@ -19,7 +20,7 @@ and asks for the 10 top-scoring labels (ties to the lower index); random samplin
 unlabelled examples uniformly. The learner is a convex model solved to its optimum, so two
 strategies differ only by the examples they chose, never by optimiser noise or by a number of
 epochs that means something else at 20 labels than at 120. N is the final number of labels
-(20 + 10 x 10 = 120 at the quick size).
+(20 + 10 x 10 = 120 at the default and quick sizes, which differ in seeds).
 
 Measured per strategy and seed: the learning curve (test accuracy vs labels), its paired gain
 over random sampling of the same seed, and the share of acquired examples that the model which
@@ -32,11 +33,15 @@ within N labels).
 
 Claims: margin sampling beats random sampling at N labels (median paired gain over seeds at
 least 2 points, and the lower end of the distribution-free confidence interval of that median
-above 0) and saves labels; uncertainty-picked examples are misclassified by the model that chose
-them several times more often than random picks. Least confidence and entropy sampling are
-reported with the same numbers but not gating: their gain varies from seed to seed and entropy
-often trails random sampling at this size. The cold start (uncertainty sampling no better than
-random after the first round) is reported, not gated.
+above 0) and saves labels (N / n_S > 1); the model misclassifies the examples margin sampling
+asks for at least twice as often as random picks. Measured at the quick size and its
+neighbouring configurations (20 seeds each): margin gains 3.0-4.5 points at N with a label
+saving of 1.5-1.8x. Least confidence and entropy sampling are reported with the same numbers
+but not gating: least confidence gains only 0.6-2.2 points here (positive in most seeds, not
+in all), and entropy trails random sampling for most of the budget (-2.9 to +1.2 points at N).
+The table also shows the gain after the first round, where the cold start shows.
+
+Runs on the CPU whatever ``device`` says: each fit is a small convex problem.
 """
 
 from __future__ import annotations
