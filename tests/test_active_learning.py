@@ -226,3 +226,13 @@ def test_run_seed_is_deterministic_and_shares_the_seed_labels():
     # without random among the trials, the gains are still over random sampling
     alone = run_seed(cfg, [trials[2]])
     assert values(alone) == values(first[2:3])
+
+
+def test_a_run_without_margin_says_why_nothing_gates():
+    from learnscope.analysis import Results
+    from learnscope.studies.active_learning import ActiveLearning
+
+    study = ActiveLearning()
+    without = build_config(ActiveLearningConfig, {"strategies": ["random", "entropy"]})
+    assert "not checked" in study.notes(without, Results([]))[0]
+    assert study.notes(build_config(ActiveLearningConfig, {}), Results([])) == []

@@ -170,6 +170,12 @@ class ActiveLearning(Study[ActiveLearningConfig]):
                 at_least(2.0), extra={f"acquired_error_{s}": v for s, v in errors.items()}))
         return claims
 
+    def notes(self, cfg: ActiveLearningConfig, results: Results) -> list[str]:
+        if "margin" in cfg.strategies:
+            return []
+        return ["margin sampling is not among this run's strategies, so its claims (the gating "
+                "ones) were not checked and the verdict cannot be 'reproduced'."]
+
     def figures(self, cfg: ActiveLearningConfig) -> list[LinePlot]:
         uncertain = [s for s in cfg.strategies if s != RANDOM]
         by_strategy = (Lines({"part": "acquire", "strategy": uncertain}, group="strategy",
