@@ -249,7 +249,7 @@ class MemorizationOrder(Study[MemorizationConfig]):
                 rows.append([cond, epoch, _at_epoch(sub, "clean_fit", epoch),
                              _at_epoch(sub, "noisy_fit", epoch), _at_epoch(sub, "test_acc",
                                                                            epoch)])
-            rows.append([cond, "best test", math.nan, math.nan, sub.median("test_acc", "max")])
+            rows.append([cond, "best test", "-", "-", sub.median("test_acc", "max")])
         fit = Table("Fit on the assigned labels and test accuracy (medians over seeds)",
                     ["network", "epoch", "clean-subset fit", "noisy-subset fit",
                      "test accuracy"], rows)

@@ -112,7 +112,7 @@ class Regularizers(Study[RegularizersConfig]):
             "narrower": {"hidden": max(2, cfg.hidden // 2), "seed": cfg.seed + 5},
             "wider": {"hidden": int(cfg.hidden * 1.5), "seed": cfg.seed + 9},
             "fewer images": {"n_train": int(cfg.n_train * 0.6)},
-            "less noise": {"noise": cfg.noise / 2 + 0.1, "seed": cfg.seed + 13},
+            "less noise": {"noise": round(cfg.noise * 0.75, 3), "seed": cfg.seed + 13},
         }
 
     def memory_bytes(self, cfg: RegularizersConfig) -> float:
