@@ -148,9 +148,9 @@ def test_allocation_failure_one_line_and_run_failed(tmp_path, capsys, monkeypatc
         raise exc
 
     monkeypatch.setattr(Study, "run_group", allocate)
-    assert main(["run", "random-labels", "--quick", "--set", "hidden=100000",
+    assert main(["run", "random-labels", "--quick", "--set", "hidden=300",
                  "--out", str(tmp_path)]) == 2
-    line = _one_error_line(capsys, "random-labels ran out of memory with hidden=100000 (--quick)")
+    line = _one_error_line(capsys, "random-labels ran out of memory with hidden=300 (--quick)")
     assert "marked failed" in line
     assert [s for _, s in _runs(tmp_path)] == ["failed"]
 
@@ -354,3 +354,18 @@ def test_second_resume_of_a_run_in_progress_refused(tmp_path, capsys):
     finally:
         holder.kill()
         holder.wait()
+
+
+@pytest.mark.parametrize("study,setting", [
+    ("random-labels", "hidden=100000"), ("double-descent", "input_dim=1000000000000"),
+    ("double-descent", "n_test=10000000000000"), ("random-labels", "batch_size=1000000000000")])
+def test_built_in_studies_estimate_their_memory(tmp_path, capsys, study, setting):
+    """The studies' own estimates refuse impossible sizes before a run (or the store) exists;
+    their --quick and default sizes fit."""
+    assert main(["run", study, "--quick", "--set", setting, "--out", str(tmp_path / "o")]) == 2
+    line = _one_error_line(capsys, f"{study} with {setting} (--quick) needs about")
+    assert "available" in line and not (tmp_path / "o").exists()
+    s = get_study(study)
+    have = available_memory_bytes()
+    for quick in (s.quick, {}):
+        assert s.memory_bytes(build_config(s.Config, quick)) < have / 4

@@ -283,3 +283,31 @@ def test_probe_report_of_a_scope_run_shares_plotlyjs(tmp_path: Path) -> None:
     standalone = write_probe_report(report, {"study": "tiny", "config": {}}, records,
                                     standalone=True)
     assert _script_src(standalone.read_text(encoding="utf-8")) is None
+
+
+def test_report_command_standalone_embeds_plotlyjs(tiny_double_descent: RunOutcome) -> None:
+    """`learnscope report RUN --standalone` rewrites the report with plotly.js inside, so it
+    opens after the run folder is copied away; without it the shared copy is used."""
+    from learnscope.cli import main
+
+    report = tiny_double_descent.run_dir / "report.html"
+    assert main(["report", str(tiny_double_descent.run_dir), "--standalone"]) == 0
+    text = report.read_text(encoding="utf-8")
+    assert not re.search(r"<script[^>]+src=", text) and report.stat().st_size > 1_000_000
+    assert main(["report", str(tiny_double_descent.run_dir)]) == 0
+    assert report.stat().st_size < 200_000
+
+
+def test_terminal_shows_a_non_gating_miss_as_unseen() -> None:
+    from rich.console import Console
+
+    from learnscope.report.terminal import print_claims
+
+    claims = [{"id": "weak", "statement": "s", "measured": {"x": 1}, "threshold": "x > 2",
+               "holds": False, "gating": False},
+              {"id": "strong", "statement": "s", "measured": {"x": 1}, "threshold": "x > 2",
+               "holds": False, "gating": True}]
+    console = Console(width=120, record=True, color_system="truecolor")
+    print_claims({"study": "s", "verdict": "not reproduced", "claims": claims}, console)
+    text = console.export_text()
+    assert "unseen*" in text and "fails" in text

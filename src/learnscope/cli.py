@@ -385,11 +385,14 @@ def robustness(
 
 @app.command()
 def report(run_dir: Annotated[Path, typer.Argument(
-        metavar="RUN_DIR", help="a run folder: OUT/<study>/<run-id>")]) -> None:
+        metavar="RUN_DIR", help="a run folder: OUT/<study>/<run-id>")],
+           standalone: Annotated[bool, typer.Option(
+               "--standalone", help="embed plotly.js (4.8 MB) so the report opens on its own, "
+               "e.g. after copying the run folder elsewhere")] = False) -> None:
     """Rebuild a run's report.html from the store."""
     from learnscope.runner import rebuild_report
 
-    print(f"report: {rebuild_report(run_dir)}")
+    print(f"report: {rebuild_report(run_dir, standalone=standalone)}")
 
 
 @app.command("export")

@@ -476,15 +476,16 @@ def check_robustness(name: str, *, out: str | Path = "runs", quick: bool = True,
     return outcomes
 
 
-def rebuild_report(run_dir: str | Path) -> Path:
-    """Re-analyse a stored run from the store alone and rewrite its ``report.html``."""
+def rebuild_report(run_dir: str | Path, *, standalone: bool = False) -> Path:
+    """Re-analyse a stored run from the store alone and rewrite its ``report.html``
+    (``standalone``: with plotly.js embedded, to open it away from its results folder)."""
     from learnscope.report.html import StudySection
     from learnscope.report.html import write_report as _write
 
     run_dir = Path(run_dir)
     with opened_run(run_dir) as (store, run):
         if run.config.get("kind") == "probes":
-            return _rebuild_probe_report(store, run)
+            return _rebuild_probe_report(store, run, standalone=standalone)
         study = get_study(run.study)
         cfg = build_config(study.Config, run.config)
         results = store.load_trials(run.run_id)
@@ -498,10 +499,11 @@ def rebuild_report(run_dir: str | Path) -> Path:
     path = run_dir / "report.html"
     section = StudySection.from_result(result, analysis, study.about())
     return write_file_safely(path, lambda p: _write(p, [section],
-                                                    title=f"learnscope: {study.title}"))
+                                                    title=f"learnscope: {study.title}",
+                                                    standalone=standalone))
 
 
-def _rebuild_probe_report(store: RunStore, run: RunInfo) -> Path:
+def _rebuild_probe_report(store: RunStore, run: RunInfo, *, standalone: bool = False) -> Path:
     from learnscope.report.probe_report import write_probe_report
 
     result_path = run.run_dir / "result.json"
@@ -518,7 +520,8 @@ def _rebuild_probe_report(store: RunStore, run: RunInfo) -> Path:
         records, result.get("findings_context"))]
     result.pop("findings_error", None)
     run.run_dir.mkdir(parents=True, exist_ok=True)
-    return write_probe_report(run.run_dir / "report.html", result, records)
+    return write_probe_report(run.run_dir / "report.html", result, records,
+                              standalone=standalone)
 
 
 def _atomic_write_json(path: Path, obj: Any) -> None:

@@ -38,7 +38,12 @@ def _longest_word(text: str) -> int:
 
 
 def _status(claim: dict[str, Any]) -> Text:
-    text = Text("holds", style="green") if claim["holds"] else Text("fails", style="red")
+    if claim["holds"]:
+        text = Text("holds", style="green")
+    elif claim.get("gating", True):
+        text = Text("fails", style="red")
+    else:
+        text = Text("unseen")  # a weak effect not seen at this size: no failure colour
     if not claim.get("gating", True):
         text.append("*", style="dim")
     return text
@@ -46,7 +51,8 @@ def _status(claim: dict[str, Any]) -> Text:
 
 _HEADERS = ("status", "claim", "measured", "expected")
 _GAP = 3  # between columns: one space of padding each side and the (blank) rule
-_NOT_GATING = "* not gating: reported, does not decide the verdict"
+_NOT_GATING = ("* not gating: reported, does not decide the verdict (unseen: the weak effect "
+               "did not show at this size)")
 
 
 def print_claims(result: dict[str, Any], console: Console) -> None:

@@ -234,6 +234,20 @@ class DoubleDescent(Study[DoubleDescentConfig]):
     def notes(self, cfg: DoubleDescentConfig, results: Results) -> list[str]:
         return mlp_notes(cfg)
 
+    def memory_bytes(self, cfg: DoubleDescentConfig) -> float:
+        """The largest part: random-feature matrices (float64, train + test, a few copies),
+        the sample-wise sweep, the MLP stack (float32 weights, gradients, momentum and work
+        buffers of every width at once), the epoch-wise design matrix."""
+        p_max = max(cfg.feature_ratios) * cfg.n_train
+        n_max = max(cfg.sample_ratios) * cfg.samplewise_features
+        w, k = max(cfg.mlp_widths), len(cfg.mlp_widths)
+        return max(
+            8.0 * (cfg.n_train + cfg.n_test) * (cfg.input_dim + 3 * p_max),
+            8.0 * (n_max + cfg.n_test) * (cfg.input_dim + 3 * cfg.samplewise_features),
+            4.0 * k * (3 * (50 * w + w * w) + cfg.mlp_batch_size * (70 + 4 * w))
+            + 4.0 * (cfg.mlp_n_train + cfg.mlp_n_test) * 40,
+            24.0 * cfg.ew_n_train * (cfg.ew_dim_fast + cfg.ew_dim_slow))
+
     def figures(self, cfg: DoubleDescentConfig) -> list[LinePlot]:
         noise = f"noise sd {cfg.noise_sd:g}"
         mse = {"key": "test_mse", "y_title": "test MSE (median, IQR band)", "log_x": True,

@@ -89,6 +89,15 @@ class RandomLabels(Study[RandomLabelsConfig]):
 
     tiny = {"seeds": 1, "hidden": 32, "n_train": 200, "max_epochs": 20}
 
+    def memory_bytes(self, cfg: RandomLabelsConfig) -> float:
+        """One seed's stack of label conditions (float32 weights, gradients and optimizer
+        state, work buffers of a batch) plus the digits."""
+        k = len(cfg.noise_levels) if cfg.batched else 1
+        h = cfg.hidden
+        params = 64 * h + h * h + 12 * h + 10
+        state = 4 if cfg.optimizer == "adam" else 3
+        return 4.0 * k * (params * state + cfg.batch_size * (64 + 4 * h + 30)) + 8.0 * 1797 * 64
+
     def parts(self, cfg: RandomLabelsConfig) -> list[Part]:
         seeds = cfg.seed_list()
         parts = [part("labels", train_labels, batch_by=["seed"], noise=sorted(cfg.noise_levels),
