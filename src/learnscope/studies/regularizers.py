@@ -27,8 +27,10 @@ keeps a test accuracy at least 3 points above ERM's last; mixup with the stronge
 (the largest alpha, 8) ends with a last-epoch test accuracy at least 3 points above ERM's.
 Reported, not gating: the same for the other alphas (alpha 1 gains 3-8 points at the quick
 size but under 3 at width 256: not robust), whether mixup prevents memorisation (its
-noisy-subset fit at most half of ERM's: it depends on alpha, width and epochs), and whether
-dropout, weight decay and label smoothing each beat ERM's last test accuracy.
+noisy-subset fit at most half of ERM's: it depends on alpha, width and epochs; measured with
+alpha 8, 0.24 of the flipped labels fitted at width 128 after 150 epochs but 0.88 at width 256
+after 300, against 1.0 for ERM), and whether dropout, weight decay and label smoothing each
+beat ERM's last test accuracy.
 
 Sources: Zhang, Cisse, Dauphin & Lopez-Paz 2018 (mixup, ICLR); Arpit et al. 2017 (ICML);
 Zhang et al. 2017 (random labels); Szegedy et al. 2016 (label smoothing); Srivastava et al.
