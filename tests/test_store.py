@@ -86,3 +86,17 @@ def test_interrupt_in_the_middle_of_a_trial_write_leaves_nothing(tmp_path):
         store.set_run_status(run.run_id, "interrupted")  # the store is still usable
         assert store.save_trial(run.run_id, "k", {}, [Record("a", 1.0)])
         assert store.count_records(run.run_id) == 1
+
+
+def test_record_metas_round_trip_exactly_when_many_share_a_shape(tmp_path):
+    """Equal-looking metas of different types (1, 1.0, True) and unhashable values keep their
+    own JSON when many records are appended at once."""
+    metas = [{"x": 1}, {"x": 1.0}, {"x": True}, {"x": [1, 2]}, {"x": 1}, {"x": float("nan")},
+             {"x": {"a": 1}}, {"y": "s", "x": 1}]
+    with RunStore(tmp_path) as store:
+        run = store.create_run("s", {})
+        store.append_records(run.run_id, "main", [Record("k", 1.0, i, "p", m)
+                                                  for i, m in enumerate(metas)])
+        back = [r.meta for r in store.load_records(run.run_id)]
+    assert [type(m["x"]) for m in back] == [int, float, bool, list, int, float, dict, int]
+    assert back[3] == {"x": [1, 2]} and back[6] == {"x": {"a": 1}} and back[7]["y"] == "s"

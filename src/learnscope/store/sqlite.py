@@ -153,6 +153,26 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
 
 
+class _MetaJson:
+    """``_dumps`` for many records' metas, each distinct flat meta serialised once (a probe
+    writes the same few metas, e.g. ``{"parameter": "fc1.weight", "epoch": 3}``, thousands of
+    times)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[Any, ...], str] = {}
+
+    def __call__(self, meta: dict[str, Any]) -> str:
+        try:
+            # with the types: 1, 1.0 and True are equal keys but different JSON
+            key = tuple((k, type(v), v) for k, v in meta.items())
+            text = self._seen.get(key)
+        except TypeError:  # a list or dict value: not hashable, serialised each time
+            return _dumps(meta)
+        if text is None:
+            text = self._seen[key] = _dumps(meta)
+        return text
+
+
 def _json_default(obj: Any) -> Any:
     if hasattr(obj, "item"):
         return obj.item()
@@ -475,7 +495,8 @@ class RunStore:
 
     def append_records(self, run_id: str, trial_key: str, records: Iterable[Record]) -> int:
         """Append records of a live (still running) trial, e.g. from probes; one transaction."""
-        rows = [(run_id, trial_key, r.step, r.probe, r.key, _sql_value(r.value), _dumps(r.meta))
+        dumps = _MetaJson()
+        rows = [(run_id, trial_key, r.step, r.probe, r.key, _sql_value(r.value), dumps(r.meta))
                 for r in records]
         if rows:
             try:
