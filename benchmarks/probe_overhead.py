@@ -6,7 +6,9 @@ probe (at its default schedule), and with the default probe set, all in one run;
 ratio probed / plain for each. Records go to a real run store (SQLite) as in normal use; the
 HTML report, written once at the end, is timed separately. Each probed run is paired with a
 plain run right before it and the median of the pair ratios is reported (the VM's speed drifts
-by 10-20% between minutes); the seconds the scope measured inside its probes are printed too.
+by 10-20% between minutes); the ratio of the process's CPU time (less sensitive to other
+processes on a shared machine) and the seconds the scope measured inside its probes are printed
+too.
 
     python benchmarks/probe_overhead.py [--epochs 100] [--repeats 3]
 
@@ -61,12 +63,13 @@ def candidate_probes(x_train: torch.Tensor, y_train: torch.Tensor) -> dict[str, 
     }
 
 
-def train(data, probes, epochs: int, out_dir: str | None) -> tuple[float, float, Scope | None]:
+def train(data, probes, epochs: int, out_dir: str | None
+          ) -> tuple[float, float, Scope | None, float]:
     model = mlp([40, 256, 256, 10], seed=0)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     gen = torch_generator(0, "bench-order")
     x, y = data.x_train, data.y_train
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     scope = None
     if probes is not None:
         scope = Scope(model, probes, data=(data.x_test[:512], data.y_test[:512]), out=out_dir,
@@ -85,7 +88,7 @@ def train(data, probes, epochs: int, out_dir: str | None) -> tuple[float, float,
             scope.epoch()
     if scope is not None:
         scope.close()
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     report_s = 0.0
     if scope is not None and out_dir is not None:
         from learnscope.report.probe_report import write_probe_report
@@ -95,7 +98,7 @@ def train(data, probes, epochs: int, out_dir: str | None) -> tuple[float, float,
                            {"study": "bench", "config": scope.config(), "timings": scope.timings},
                            scope.records)
         report_s = time.perf_counter() - t1
-    return wall, report_s, scope
+    return wall, report_s, scope, cpu
 
 
 def main() -> None:
@@ -123,11 +126,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         train(data, None, 1, None)  # warm-up
         for name, make in configs.items():
-            ratios, walls, plains, inside = [], [], [], []
+            ratios, walls, plains, inside, cpu_ratios = [], [], [], [], []
             for _ in range(args.default_repeats if name == "default set" else args.repeats):
-                plain, _, _ = train(data, None, args.epochs, None)
-                wall, report_s, scope = train(data, make(), args.epochs, tmp)
+                plain, _, _, plain_cpu = train(data, None, args.epochs, None)
+                wall, report_s, scope, cpu = train(data, make(), args.epochs, tmp)
                 ratios.append(wall / plain)
+                cpu_ratios.append(cpu / plain_cpu)
                 walls.append(wall)
                 plains.append(plain)
                 inside.append(sum(scope.timings.values()))
@@ -136,12 +140,14 @@ def main() -> None:
             p_med = statistics.median(plains)
             rows.append((name, cost, sched, p_med, statistics.median(walls),
                          statistics.median(ratios), statistics.median(inside),
-                         1 + statistics.median(inside) / p_med, report_s))
+                         1 + statistics.median(inside) / p_med, report_s,
+                         statistics.median(cpu_ratios)))
     print(f"{'configuration':22s} {'cost':16s} {'schedule':38s} {'plain s':>7s} "
-          f"{'probed s':>8s} {'ratio':>6s} {'in-scope s':>10s} {'ratio (in-scope)':>16s}")
-    for name, cost, sched, p, w, r, ins, r_in, _ in rows:
-        print(f"{name:22s} {cost:16s} {sched[:38]:38s} {p:7.2f} {w:8.2f} {r:6.2f} {ins:10.2f} "
-              f"{r_in:16.2f}")
+          f"{'probed s':>8s} {'ratio':>6s} {'cpu ratio':>9s} {'in-scope s':>10s} "
+          f"{'ratio (in-scope)':>16s}")
+    for name, cost, sched, p, w, r, ins, r_in, _, r_cpu in rows:
+        print(f"{name:22s} {cost:16s} {sched[:38]:38s} {p:7.2f} {w:8.2f} {r:6.2f} {r_cpu:9.2f} "
+              f"{ins:10.2f} {r_in:16.2f}")
     default = rows[0]
     print(f"(writing the HTML report once at the end: {default[8]:.2f} s, not included above)")
     print(f"default_probe_overhead={default[5]:.2f}")

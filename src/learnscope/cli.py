@@ -468,6 +468,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _entry() -> None:
+    import os
+
+    # Trials run on one thread each (parallelism comes from processes): libraries that read
+    # these when they load (OpenMP, OpenBLAS, MKL) start with one thread too, unless set.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
     sys.exit(main())
 
 

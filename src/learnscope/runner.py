@@ -143,11 +143,14 @@ def limited_threads(n: int | None) -> Iterator[None]:
     """Limit torch's and the BLAS libraries' threads for the block; restore them afterwards.
 
     Small models and small matrices on few cores run 5-10x faster with one thread than with
-    threads that fight over the cores.
+    threads that fight over the cores. threadpoolctl limits only the libraries already loaded:
+    scipy's BLAS (used by scikit-learn fits) is loaded first; the command line also sets the
+    usual thread variables for libraries loaded later (e.g. scikit-learn's OpenMP).
     """
     if n is None:
         yield
         return
+    import scipy.linalg  # noqa: F401  (loads scipy's own BLAS, so the limits below cover it)
     import torch
     from threadpoolctl import threadpool_limits
 

@@ -13,6 +13,7 @@ from learnscope.probes import (
     ProbeSession,
     WeightSpectrumProbe,
     at_end,
+    at_steps,
     every,
     log_spaced,
     per_epoch,
@@ -225,3 +226,33 @@ def test_pending_scalars_of_mixed_dtypes_become_floats_in_order():
     values = [torch.tensor(1.5), 2.0, torch.tensor(0.25, dtype=torch.bfloat16),
               torch.tensor(1e-300, dtype=torch.float64), torch.tensor(3.0).reshape(())]
     assert _to_floats(values) == [1.5, 2.0, 0.25, 1e-300, 3.0]
+
+
+@pytest.mark.parametrize("schedule", [every(1), every(7), log_spaced(1), log_spaced(2),
+                                      log_spaced(4), log_spaced(10), at_steps(0, 3, 100, 5000),
+                                      at_end(), per_epoch(2)])
+def test_next_due_step_is_the_first_due_step_after(schedule):
+    """Brute force: the session asks the schedules only at their next due step."""
+    last = 20_000
+    due = [s for s in range(last + 1) if schedule.due_step(s)]
+    for step in list(range(0, 1200)) + list(range(1200, last - 100, 331)):
+        expected = next((d for d in due if d > step), None)
+        got = schedule.next_due_step(step)
+        assert (got if got is None or got <= last else None) == expected, step
+
+
+def test_probes_run_at_exactly_their_due_steps_with_the_skip_ahead():
+    """A session that skips the steps where nothing is due still measures at every due step
+    of each probe (mixed schedules)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3))
+    probes = [GradientStatsProbe(schedule=every(7)), GradientStatsProbe(schedule=log_spaced(3)),
+              GradientStatsProbe(schedule=at_steps(5, 50))]
+    session = ProbeSession(model, probes)
+    for _ in range(120):
+        model(torch.randn(2, 4)).sum().backward()
+        session.step()
+    recs = session.close(final=False)
+    for label, p in zip(session.labels, probes, strict=True):
+        got = sorted({r.step for r in recs if r.probe == label and r.key == "grad_norm"})
+        assert got == [s for s in range(1, 121) if p.schedule.due_step(s)], label

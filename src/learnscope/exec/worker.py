@@ -16,6 +16,7 @@ _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 def init_worker() -> None:
     """One BLAS/torch thread per worker: parallelism comes from processes, not threads."""
+    import scipy.linalg  # noqa: F401  (loaded first, so the limit covers its BLAS)
     import torch
     from threadpoolctl import threadpool_limits
 

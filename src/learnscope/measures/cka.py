@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from learnscope.measures._finite import all_finite
+
 __all__ = ["MinibatchCKA", "cka_matrix", "linear_cka", "linear_cka_to", "minibatch_cka"]
 
 _MIN_UNBIASED_EXAMPLES = 4
@@ -57,7 +59,7 @@ def _as_matrix(x: Any, name: str) -> Tensor:
     if t.numel() == 0:
         raise ValueError(f"{name} has no features (shape {tuple(t.shape)})")
     t = t.detach().reshape(n, -1).to(torch.float64)
-    if not bool(torch.isfinite(t).all()):
+    if not all_finite(t):
         raise ValueError(f"{name} contains NaN or infinite values")
     return t
 
@@ -69,8 +71,10 @@ def _center(t: Tensor, name: str, *, allow_constant: bool = False) -> Tensor:
     the mean cannot masquerade as signal.
     """
     centered = t - t.mean(dim=0, keepdim=True)
-    deviation = centered.abs().amax(dim=0)
-    magnitude = t.abs().amax(dim=0)
+    low, high = torch.aminmax(centered, dim=0)  # max |.| without an |.| copy
+    deviation = torch.maximum(high, -low)
+    low, high = torch.aminmax(t, dim=0)
+    magnitude = torch.maximum(high, -low)
     constant = deviation <= _CONSTANT_RTOL * magnitude
     if bool(constant.all()):
         if not allow_constant:

@@ -37,6 +37,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from learnscope.measures._finite import all_finite
+
 __all__ = [
     "MIN_RELIABLE_TAIL",
     "MPFit",
@@ -74,7 +76,7 @@ def _as_matrix(w: Any, name: str = "weight") -> torch.Tensor:
         t = t.reshape(t.shape[0], -1)
     if t.shape[0] == 0 or t.shape[1] == 0:
         raise ValueError(f"{name} is empty (shape {tuple(t.shape)})")
-    if not bool(torch.isfinite(t).all()):
+    if not all_finite(t):
         raise ValueError(f"{name} contains NaN or infinite values")
     return t
 
@@ -709,7 +711,7 @@ def distance_from_init(params: Any, init_params: Any) -> dict[str, float]:
             raise ValueError(
                 f"shape mismatch for {k!r}: params {tuple(a.shape)} vs init {tuple(b.shape)}"
             )
-        if not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all())):
+        if not (all_finite(a) and all_finite(b)):
             raise ValueError(f"tensor {k!r} contains NaN or infinite values")
         d2 = float(((a - b) ** 2).sum())
         n2 = float((b**2).sum())

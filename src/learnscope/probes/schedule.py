@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,31 @@ class Schedule:
         if self.kind == "steps":
             return step in self.steps
         return False
+
+    def next_due_step(self, step: int) -> int | None:
+        """The first step after ``step`` at which :meth:`due_step` is true (None: never), so
+        that a session need not ask every step.
+
+        >>> every(25).next_due_step(30), log_spaced(2).next_due_step(3), at_end().next_due_step(0)
+        (50, 10, None)
+        """
+        if self.kind == "every":
+            return (step // self.n + 1) * self.n
+        if self.kind == "steps":
+            i = bisect.bisect_right(self.steps, step)
+            return self.steps[i] if i < len(self.steps) else None
+        if self.kind != "log":
+            return None
+        if step < 1:
+            return step + 1
+        # the first step of the next logarithmic bin, then corrected for rounding
+        guess = max(step + 1, math.ceil(10 ** ((math.floor(self.n * math.log10(step)) + 1)
+                                               / self.n)))
+        while guess - 1 > step and self.due_step(guess - 1):
+            guess -= 1
+        while not self.due_step(guess):
+            guess += 1
+        return guess
 
     def due_epoch(self, epoch: int) -> bool:
         return self.kind == "epoch" and epoch % self.n == 0

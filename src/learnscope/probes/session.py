@@ -117,6 +117,7 @@ class ProbeSession:
         self._pending: list[tuple[int, int, str, torch.Tensor | float]] = []
         self._measured_at: dict[str, int] = {}
         self._active_cache: tuple[int, list[Probe]] | None = None
+        self._next_due: float = 1  # the first step a probe may be due at (_next_due_after)
         self._init_state = parameter_snapshot(self.model)
         for p in self.probes:
             p.setup(self.model)
@@ -133,17 +134,22 @@ class ProbeSession:
         batches (see ``PENDING_LIMIT``): no host synchronisation per step.
         """
         self._check_open()
+        value = None if loss is None else _scalar(loss, "loss")  # checked before anything
+        extra = [(k, _scalar(v, k)) for k, v in scalars.items()] if scalars else ()
         self.step_count += 1
-        values: dict[str, torch.Tensor | float] = {}
-        if loss is not None:
-            values[LOSS] = self._last_loss = _scalar(loss, "loss")
-        for k, v in scalars.items():
-            values[k] = self._scalars[k] = _scalar(v, k)
-        self._pending += [(self.step_count, self.epoch_count, k, v) for k, v in values.items()]
-        due = [p for p in self._active() if p.schedule.due_step(self.step_count)]
-        if due:
-            self._run(due)
-        elif len(self._pending) >= PENDING_LIMIT:
+        step, pending = self.step_count, self._pending
+        if value is not None:
+            self._last_loss = value
+            pending.append((step, self.epoch_count, LOSS, value))
+        for k, v in extra:
+            self._scalars[k] = v
+            pending.append((step, self.epoch_count, k, v))
+        if step >= self._next_due:  # most steps stop here: nothing is due
+            due = [p for p in self._active() if p.schedule.due_step(self.step_count)]
+            if due:
+                self._run(due)
+            self._next_due = self._next_due_after(self.step_count)
+        if len(self._pending) >= PENDING_LIMIT:
             self._flush_scalars()
 
     def epoch(self) -> None:
@@ -195,6 +201,11 @@ class ProbeSession:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("this probe session is closed")
+
+    def _next_due_after(self, step: int) -> float:
+        """The first step after ``step`` at which an active probe is due (inf: none)."""
+        steps = [p.schedule.next_due_step(step) for p in self._active()]
+        return min((s for s in steps if s is not None), default=math.inf)
 
     def _active(self) -> list[Probe]:
         """The probes not switched off (kept until one fails: ``step`` asks every step)."""
