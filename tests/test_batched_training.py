@@ -26,14 +26,6 @@ FLOAT32_ATOL = 2e-5
 FLOAT64_ATOL = 1e-10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _data(dtype=torch.float64) -> ClassificationData:
     g = torch.Generator().manual_seed(0)
     w = torch.randn(D, C, generator=g)

@@ -23,14 +23,6 @@ from learnscope.studies.memorization_order import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.mark.parametrize("fraction", [0.1, 0.4, 1.0])
 def test_flipped_labels_always_change_class(fraction):
     y = digits(500, seed=0).y_train

@@ -19,14 +19,6 @@ from learnscope.train.mixup import MixupSampler, mix_batch
 N, D, C, BATCH = 130, 7, 4, 20  # 7 steps per epoch, the last a partial batch of 10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _data() -> ClassificationData:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(N + 40, D, generator=g, dtype=torch.float64)

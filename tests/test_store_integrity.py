@@ -1,6 +1,7 @@
 """The store refuses files it must not touch, picks run ids atomically, and lets one writer
 claim a run (tests with real processes where the property is about processes)."""
 
+import contextlib
 import hashlib
 import multiprocessing as mp
 import os
@@ -222,23 +223,29 @@ def _new_run(out):
         return store.create_run("demo", {}).run_id
 
 
-def test_a_claim_is_refused_while_its_owner_lives_and_free_after_release(tmp_path):
-    run_id = _new_run(tmp_path)
+@contextlib.contextmanager
+def _claimed_by_another_process(out, run_id):
+    """A live process holds the claim of ``run_id`` for the block, then releases it."""
     claimed, release = SPAWN.Event(), SPAWN.Event()
-    owner = SPAWN.Process(target=_hold_claim, args=(tmp_path, run_id, claimed, release))
+    owner = SPAWN.Process(target=_hold_claim, args=(out, run_id, claimed, release))
     owner.start()
     try:
         assert claimed.wait(60)
-        with RunStore(tmp_path) as store:
-            with pytest.raises(StoreError) as info:
-                store.claim_run(run_id)
-            message = str(info.value)
-            assert f"run {run_id} is being run by pid {owner.pid}" in message
-            assert "\n" not in message and socket.gethostname() in message
-            assert store.run_owner(run_id).pid == owner.pid
+        yield owner
     finally:
         release.set()
         _end([owner])
+
+
+def test_a_claim_is_refused_while_its_owner_lives_and_free_after_release(tmp_path):
+    run_id = _new_run(tmp_path)
+    with _claimed_by_another_process(tmp_path, run_id) as owner, RunStore(tmp_path) as store:
+        with pytest.raises(StoreError) as info:
+            store.claim_run(run_id)
+        message = str(info.value)
+        assert f"run {run_id} is being run by pid {owner.pid}" in message
+        assert "\n" not in message and socket.gethostname() in message
+        assert store.run_owner(run_id).pid == owner.pid
     assert owner.exitcode == 0
     with RunStore(tmp_path) as store:
         assert store.run_owner(run_id) is None
@@ -374,19 +381,11 @@ def test_running_keeps_a_status_the_body_set(tmp_path):
 
 def test_running_refuses_a_run_claimed_by_a_live_process(tmp_path):
     run_id = _new_run(tmp_path)
-    claimed, release = SPAWN.Event(), SPAWN.Event()
-    owner = SPAWN.Process(target=_hold_claim, args=(tmp_path, run_id, claimed, release))
-    owner.start()
-    try:
-        assert claimed.wait(60)
-        with RunStore(tmp_path) as store:
-            store.set_run_status(run_id, "running")
-            with pytest.raises(StoreError, match="is being run by"), store.running(run_id):
-                pass
-            assert store.get_run(run_id).status == "running"  # the owner's status is kept
-    finally:
-        release.set()
-        _end([owner])
+    with _claimed_by_another_process(tmp_path, run_id), RunStore(tmp_path) as store:
+        store.set_run_status(run_id, "running")
+        with pytest.raises(StoreError, match="is being run by"), store.running(run_id):
+            pass
+        assert store.get_run(run_id).status == "running"  # the owner's status is kept
 
 
 def test_the_command_line_refuses_a_foreign_store_in_one_line(tmp_path, capsys):
