@@ -311,3 +311,22 @@ def test_terminal_shows_a_non_gating_miss_as_unseen() -> None:
     print_claims({"study": "s", "verdict": "not reproduced", "claims": claims}, console)
     text = console.export_text()
     assert "unseen*" in text and "fails" in text
+
+
+def test_a_series_keeps_its_colour_across_a_studys_figures() -> None:
+    """The same series name (a layer, a noise level) gets one colour in every figure of a
+    study section; the others take the palette colours those leave free."""
+    from learnscope.report.figures import PALETTE, shared_series_colours
+
+    a = FigureData("line", "a", series=[SeriesData("noise 0", [1, 2], [1, 2]),
+                                         SeriesData("noise 0.5", [1, 2], [2, 3])])
+    b = FigureData("line", "b", series=[SeriesData("only here", [1, 2], [1, 2]),
+                                         SeriesData("noise 0.5", [1, 2], [0, 1]),
+                                         SeriesData("noise 0", [1, 2], [3, 1])])
+    colours = shared_series_colours([a, b])
+    assert colours == {"noise 0": PALETTE[0], "noise 0.5": PALETTE[1]}
+    fa, fb = draw(a, colours), draw(b, colours)
+    by_name = {t.name: t.line.color for t in fb.data}
+    assert by_name["noise 0.5"] == {t.name: t.line.color for t in fa.data}["noise 0.5"]
+    assert by_name["noise 0"] == PALETTE[0] and by_name["only here"] == PALETTE[2]
+    assert [t.line.color for t in draw(a).data] == [PALETTE[0], PALETTE[1]]  # no map: as before

@@ -33,14 +33,20 @@ class Series:
     position."""
 
 
-def draw(fig: FigureData) -> go.Figure:
-    """The plotly figure of a declared figure's data."""
+def draw(fig: FigureData, colours: Mapping[str, str] | None = None) -> go.Figure:
+    """The plotly figure of a declared figure's data; ``colours`` fixes the colour of series
+    by name (see :func:`shared_series_colours`), the others take the palette by position."""
     if fig.kind == "heatmap":
         return heatmap_figure(fig)
+    colours = colours or {}
+    taken = {colours[s.name] for s in fig.series if s.name in colours}
+    free = iter([c for c in PALETTE if c not in taken])  # for the series without a fixed one
     many_points = any(len(s.x) > 60 for s in fig.series)
     mode = "markers" if fig.kind == "scatter" else "lines" if many_points else "lines+markers"
     return line_figure(
-        fig.title, [Series(s.name, s.x, s.y, s.lo, s.hi, s.dash, mode) for s in fig.series],
+        fig.title, [Series(s.name, s.x, s.y, s.lo, s.hi, s.dash, mode,
+                           colours.get(s.name) or (next(free, None) if taken else None))
+                    for s in fig.series],
         x_title=fig.x_title, y_title=fig.y_title, log_x=fig.log_x, log_y=fig.log_y,
         vlines=[(m.x, m.label) for m in fig.markers], hlines=fig.hlines)
 
@@ -151,6 +157,19 @@ def natural_key(name: str) -> list[tuple[int, int | str]]:
     """Sort key that orders ``blocks.2`` before ``blocks.10`` (module order in most models)."""
     return [(0, int(part)) if part.isdigit() else (1, part)
             for part in re.split(r"(\d+)", name) if part]
+
+
+def shared_series_colours(figures: Iterable[FigureData]) -> dict[str, str]:
+    """One colour per series name that appears in two or more of ``figures`` (e.g. "hidden
+    layer 2" or "noise 0.5" in every figure of a study), so a reader follows it from figure to
+    figure; assigned in order of first appearance. Other series keep the palette by position.
+    """
+    seen: dict[str, int] = {}
+    for fig in figures:
+        for name in dict.fromkeys(s.name for s in fig.series):
+            seen[name] = seen.get(name, 0) + 1
+    shared = [name for name, count in seen.items() if count >= 2]
+    return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(shared)}
 
 
 def layer_colours(names: Iterable[str], *, fixed: Mapping[str, str] | None = None

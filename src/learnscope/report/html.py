@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from learnscope.analysis import Analysis, FigureData, Table
-from learnscope.report.figures import draw
+from learnscope.report.figures import draw, shared_series_colours
 
 _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;color:#222;
@@ -128,8 +128,9 @@ def _section_html(s: StudySection, index: int) -> str:
                      + "</div>")
     if s.figures:
         parts.append("<h3>Figures</h3>")
+        colours = shared_series_colours(f for f in s.figures if isinstance(f, FigureData))
         for fig in s.figures:
-            parts.append("<div class='card'>" + _figure_html(fig) + "</div>")
+            parts.append("<div class='card'>" + _figure_html(fig, colours) + "</div>")
     for t in s.tables:
         parts.append(f"<h3>{html.escape(t.title)}</h3>" + _table_html(t.columns, t.rows))
     parts.append("<details><summary>Resolved configuration</summary>"
@@ -146,8 +147,8 @@ def _section_html(s: StudySection, index: int) -> str:
     return "\n".join(parts)
 
 
-def _figure_html(fig: Any) -> str:
-    plot = draw(fig) if isinstance(fig, FigureData) else fig
+def _figure_html(fig: Any, colours: dict[str, str] | None = None) -> str:
+    plot = draw(fig, colours) if isinstance(fig, FigureData) else fig
     html_ = plot.to_html(full_html=False, include_plotlyjs=False)
     caption = getattr(fig, "caption", "")
     return html_ + (f"<p class='meta'>{html.escape(caption)}</p>" if caption else "")
