@@ -21,6 +21,7 @@ without any table. One writer at a time may *claim* a run (``claim_run``, ``runn
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -203,8 +204,19 @@ class RunStore:
             raise StoreError(f"results directory {self.out_dir} is not writable")
         self.db_path = self.out_dir / "learnscope.db"
         self._claims: set[str] = set()  # runs this store holds a claim on
-        new = _holds_nothing(self.db_path) or _check_read_only(self.db_path)
-        self._db = self._open_for_writing(new)
+        deadline = time.monotonic() + _BUSY_WAIT_S
+        for attempt in itertools.count():
+            # Another process making or converting the same store can hold it locked for a
+            # moment (SQLite then answers "database is locked" without waiting): try again.
+            try:
+                new = _holds_nothing(self.db_path) or _check_read_only(self.db_path)
+                self._db = self._open_for_writing(new)
+                break
+            except _Busy as busy:
+                if time.monotonic() > deadline:
+                    raise StoreError(f"{self.db_path} stayed locked by another process for "
+                                     f"{_BUSY_WAIT_S:.0f} s ({busy}); try again") from None
+                time.sleep(min(0.01 * 2 ** attempt, 0.5))
 
     def _open_for_writing(self, new: bool) -> sqlite3.Connection:
         """The read-write connection; makes the schema in a new store (one transaction)."""
@@ -223,6 +235,8 @@ class RunStore:
             db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as exc:
             db.close()
+            if _is_busy(exc):
+                raise _Busy(str(exc)) from None
             raise StoreError(_refusal(self.db_path, str(exc))) from None
         except BaseException:
             db.close()
@@ -582,6 +596,19 @@ def _refusal(path: Path, problem: str) -> str:
     return f"{path} is not a usable learnscope database ({problem}); it was left untouched"
 
 
+_BUSY_WAIT_S = 30.0
+"""How long opening a store waits for another process that holds it locked."""
+
+
+class _Busy(Exception):
+    """SQLite said the database is locked or busy: another process holds it for a moment."""
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return "database is locked" in text or "database is busy" in text
+
+
 def _holds_nothing(path: Path) -> bool:
     """True when ``path`` does not exist or is empty: a new store may be made there."""
     try:
@@ -618,6 +645,8 @@ def _check_read_only(path: Path) -> bool:
         empty = db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0
         problem = None if empty else (_schema_problem(db) or _damage(db))
     except sqlite3.Error as exc:
+        if _is_busy(exc):  # another process holds it for a moment: not damage
+            raise _Busy(str(exc)) from None
         problem = f"damaged: {exc}"
     finally:
         db.close()
