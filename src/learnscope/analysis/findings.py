@@ -471,9 +471,10 @@ def _flow_findings(keys: dict[str, dict[str, list[Record]]]) -> list[Claim]:
                  "measurements": len(ratios), "factor": FLOW_FACTOR}
         a_end = by_step[final_step].get(first, math.nan)
         b_end = by_step[final_step].get(last, math.nan)
+        times = f"{len(ratios)} measurement" + ("s" if len(ratios) != 1 else "")
         reading = (f"Gradient norm of the first layer ({first}) over the last ({last}): median "
-                   f"{_g(median)} over {len(ratios)} measurements ({_g(a_end)} vs "
-                   f"{_g(b_end)} at step {final_step}). ")
+                   f"{_g(median)} over {times} ({_g(a_end)} vs {_g(b_end)} at step "
+                   f"{final_step}). ")
         reading += ("Vanishing gradients: the early layers receive almost no signal."
                     if median < 1 / FLOW_FACTOR else
                     "Exploding gradients toward the input." if median > FLOW_FACTOR else
