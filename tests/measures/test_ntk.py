@@ -9,7 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from learnscope.measures.ntk import empirical_ntk, ntk_summary, ntk_training_response
+from learnscope.measures.ntk import (
+    empirical_ntk,
+    input_sensitivity,
+    ntk_summary,
+    ntk_training_response,
+)
 
 torch.set_num_threads(1)
 
@@ -203,3 +208,38 @@ def test_training_response_matches_actual_sgd_step():
     assert torch.allclose(via_k, pred, atol=1e-14)
     with pytest.raises(ValueError, match="output_grads must have shape"):
         ntk_training_response(model, x, x_train, g_out.reshape(-1), lr)
+
+
+def test_input_sensitivity_of_a_linear_map_is_its_squared_frobenius_norm():
+    lin = _make(lambda: nn.Linear(4, 3))
+    expected = float(lin.weight.pow(2).sum())
+    assert input_sensitivity(lin, _inputs(7, 4, 1)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_input_sensitivity_matches_central_differences():
+    """Brute force: every input coordinate nudged by +-h, squared slopes summed, averaged."""
+    model = _mlp(d_in=3, hidden=6, d_out=2)
+    x = _inputs(5, 3, 2)
+    h = 1e-5
+    total = 0.0
+    with torch.no_grad():
+        for i in range(x.shape[0]):
+            for j in range(x.shape[1]):
+                e = torch.zeros(3, dtype=torch.float64)
+                e[j] = h
+                slope = (model(x[i:i + 1] + e) - model(x[i:i + 1] - e)) / (2 * h)
+                total += float(slope.pow(2).sum())
+    assert input_sensitivity(model, x) == pytest.approx(total / x.shape[0], rel=1e-7)
+
+
+def test_input_sensitivity_leaves_the_model_alone_and_refuses_bad_inputs():
+    model = _mlp()
+    before = copy.deepcopy(model.state_dict())
+    model.train()
+    input_sensitivity(model, _inputs(4, 3, 0))
+    assert model.training
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    with pytest.raises(ValueError):
+        input_sensitivity(model, torch.zeros(0, 3, dtype=torch.float64))
+    with pytest.raises(ValueError):
+        input_sensitivity(model, torch.zeros(2, 3, dtype=torch.long))

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from learnscope import Scope
-from learnscope.measures.ntk import empirical_ntk, ntk_summary
+from learnscope.measures.ntk import empirical_ntk, input_sensitivity, ntk_summary
 from learnscope.probes.ntk import NTKProbe
 from learnscope.probes.schedule import at_end, every, log_spaced
 from learnscope.testing import assert_same_model
@@ -161,10 +161,11 @@ def test_non_finite_parameters_give_nan_with_note():
 def test_params_and_bad_args():
     p = NTKProbe(16, reduce="none", width_threshold=0.3)
     assert p.params() | {"schedule": None} == {
-        "n_inputs": 16, "schedule": None, "reduce": "none", "width_threshold": 0.3}
+        "n_inputs": 16, "schedule": None, "reduce": "none", "width_threshold": 0.3,
+        "input_sensitivity": False}
     assert p.cost == "expensive" and not p.needs_activations
     for args, kwargs in [((1,), {}), ((2.5,), {}), ((True,), {}), ((), {"reduce": "mean"}),
-                         ((), {"width_threshold": math.nan})]:
+                         ((), {"width_threshold": math.nan}), ((), {"input_sensitivity": 1})]:
         with pytest.raises(ValueError):
             NTKProbe(*args, **kwargs)
     _, _, xp, yp = _data()
@@ -172,3 +173,24 @@ def test_params_and_bad_args():
         Scope(_model(), [NTKProbe()], data=None, out=None)
     with pytest.raises(ValueError, match="at least 2"):
         Scope(_model(), [NTKProbe()], data=(xp[:1], yp[:1]), out=None)
+
+
+def test_input_sensitivity_records_the_measure_and_nan_when_diverged():
+    _, _, xp, yp = _data()
+    model = _train(_model())
+    scope = Scope(model, [NTKProbe(6, schedule=at_end(), input_sensitivity=True)],
+                  data=(xp, yp), out=None)
+    scope.close()
+    by_key = {r.key: r for r in probed(scope)}
+    assert set(by_key) == {"ntk_trace", "ntk_trace_ratio", "ntk_kernel_width",
+                           "ntk_effective_rank", "input_sensitivity"}
+    assert by_key["input_sensitivity"].value == pytest.approx(input_sensitivity(model, xp[:6]))
+    assert by_key["input_sensitivity"].meta["n_inputs"] == 6
+    broken = _model()
+    scope = Scope(broken, [NTKProbe(4, schedule=at_end(), input_sensitivity=True)],
+                  data=(xp, yp), out=None)
+    with torch.no_grad():
+        broken[0].weight[0, 0] = math.nan
+    scope.close()
+    assert len(probed(scope)) == 5
+    assert all(math.isnan(r.value) for r in probed(scope))

@@ -18,6 +18,10 @@ with example-major ordering: row ``i * k + a`` is output ``a`` of example ``i``.
 Training response (Nakazato 2024), first order in the learning rate: one SGD
 step of size ``lr`` on a loss ``L`` of the outputs at training inputs ``x'``
 changes the output at ``x`` by ``-lr * sum_{x'} K(x, x') dL/df(x')``.
+
+Input sensitivity (fragility to input perturbations): the mean squared Frobenius norm of the
+input-output Jacobian, ``E_x ||d f(x) / d x||_F^2``, is the expected squared output change per
+unit variance of small isotropic input noise, to first order.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ from torch.func import functional_call, jacrev, vmap
 from learnscope.measures._readonly import check_batch, eval_mode
 from learnscope.measures.spectra import effective_rank as _effective_rank
 
-__all__ = ["NTKSummary", "empirical_ntk", "ntk_summary", "ntk_training_response"]
+__all__ = ["NTKSummary", "empirical_ntk", "input_sensitivity", "ntk_summary",
+           "ntk_training_response"]
 
 _REDUCE = ("none", "trace")
 
@@ -157,6 +162,39 @@ def ntk_training_response(
     jt_g = [torch.einsum("jbp,jb->p", b, g) for b in j2]
     delta = sum(torch.einsum("iap,p->ia", a, v) for a, v in zip(j1, jt_g, strict=True))
     return (-lr_f * delta).reshape(x.shape[0], *shape1).detach()
+
+
+def input_sensitivity(model: nn.Module, inputs: torch.Tensor, *,
+                      chunk_size: int | None = None) -> float:
+    """Mean over ``inputs`` of ``||d f(x) / d x||_F^2`` (all outputs, all input coordinates).
+
+    For small isotropic input noise ``e ~ N(0, s^2 I)``, ``E ||f(x + e) - f(x)||^2 =
+    s^2 ||d f / d x||_F^2`` to first order: how fragile the outputs are to input perturbations.
+    Computed in eval mode with ``torch.func`` on detached parameters; the model is not changed.
+
+    >>> lin = nn.Linear(2, 1, bias=False)
+    >>> with torch.no_grad():
+    ...     _ = lin.weight.copy_(torch.tensor([[3.0, 4.0]]))
+    >>> input_sensitivity(lin, torch.zeros(5, 2))  # ||W||_F^2
+    25.0
+    """
+    x = check_batch(inputs, "inputs")
+    if not x.is_floating_point():
+        raise ValueError(f"inputs must be floating point, got {x.dtype}")
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
+
+    def f(xi: torch.Tensor) -> torch.Tensor:
+        out = functional_call(model, {**params, **buffers}, (xi.unsqueeze(0),))
+        if not isinstance(out, torch.Tensor):
+            raise ValueError(f"the model must return a tensor, got {type(out).__name__}")
+        return out.reshape(-1)
+
+    with eval_mode(model):
+        jac = vmap(jacrev(f), chunk_size=chunk_size)(x)
+    if not bool(torch.isfinite(jac).all()):
+        raise ValueError("the input-output Jacobian has NaN or infinite values")
+    return float(jac.reshape(x.shape[0], -1).to(torch.float64).pow(2).sum(1).mean())
 
 
 @dataclass(frozen=True)

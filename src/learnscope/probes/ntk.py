@@ -10,9 +10,15 @@ import torch
 from torch import nn
 
 from learnscope.measures._readonly import with_output
-from learnscope.measures.ntk import empirical_ntk, ntk_summary
+from learnscope.measures.ntk import empirical_ntk, input_sensitivity, ntk_summary
 from learnscope.probes.base import Probe, ProbeContext
-from learnscope.probes.checks import check_choice, check_int, check_number, check_schedule
+from learnscope.probes.checks import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    check_schedule,
+)
 from learnscope.probes.schedule import Schedule, log_spaced
 from learnscope.store.records import Record
 
@@ -45,7 +51,10 @@ class NTKProbe(Probe):
     ``ntk_kernel_width`` (+ ``"width_threshold"``), ``ntk_effective_rank``. The final state
     is measured when the session closes unless the last scheduled step already was. NaN with
     ``meta["note"]`` when the parameters are non-finite (training diverged), for the effective
-    rank of an all-zero kernel, and for the ratio when ``K_0`` has zero trace.
+    rank of an all-zero kernel, and for the ratio when ``K_0`` has zero trace. With
+    ``input_sensitivity=True`` also ``input_sensitivity``: the mean squared norm of the
+    input-output Jacobian on the same inputs (first-order output change per unit variance of
+    small input noise: the fragility to input perturbations).
 
     Memory: the per-example Jacobians, ``n_inputs x outputs x parameters`` floats (32 inputs,
     10 outputs, 100k parameters: 128 MB in float32); lower ``n_inputs`` for large models.
@@ -61,6 +70,7 @@ class NTKProbe(Probe):
         reduce: ``"trace"`` sums the kernel over the outputs (``n x n``); ``"none"`` keeps the
             full ``(n k) x (n k)`` kernel (width and rank then count output pairs too).
         width_threshold: normalised-kernel level above which a pair counts as "wide".
+        input_sensitivity: also record the input sensitivity (off by default).
     """
 
     name = "ntk"
@@ -69,11 +79,13 @@ class NTKProbe(Probe):
     needs_activations = False
 
     def __init__(self, n_inputs: int = 32, *, schedule: Schedule | None = None,
-                 reduce: str = "trace", width_threshold: float = 0.5) -> None:
+                 reduce: str = "trace", width_threshold: float = 0.5,
+                 input_sensitivity: bool = False) -> None:
         self.n_inputs = check_int(n_inputs, "n_inputs", 2)
         self.schedule = check_schedule(schedule, log_spaced(3))
         self.reduce = check_choice(reduce, "reduce", _REDUCE)
         self.width_threshold = check_number(width_threshold, "width_threshold")
+        self.input_sensitivity = check_bool(input_sensitivity, "input_sensitivity")
         self._init_buffers: dict[str, torch.Tensor] = {}
         self._k0: torch.Tensor | None = None
 
@@ -125,6 +137,18 @@ class NTKProbe(Probe):
         return k0
 
     def measure(self, ctx: ProbeContext) -> list[Record]:
+        records = self._measure_kernel(ctx)
+        if not self.input_sensitivity:
+            return records
+        x = self._inputs(ctx)
+        meta = {"n_inputs": x.shape[0]}
+        if not all(bool(torch.isfinite(p).all()) for p in ctx.model.parameters()):
+            return records + [Record("input_sensitivity", math.nan, meta=meta | {
+                "note": "non-finite parameters (training diverged): sensitivity undefined"})]
+        model = with_output(ctx.model, ctx.output_selector)
+        return records + [Record("input_sensitivity", input_sensitivity(model, x), meta=meta)]
+
+    def _measure_kernel(self, ctx: ProbeContext) -> list[Record]:
         x = self._inputs(ctx)
         n = x.shape[0]
         meta: dict[str, Any] = {"n_inputs": n, "reduce": self.reduce}
