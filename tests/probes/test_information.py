@@ -112,6 +112,30 @@ def test_data_range_bin_size_and_kde_match_measure():
         assert r.meta["units"] == "bits" and "bins" not in r.meta
 
 
+def test_kde_on_a_fixed_subset_of_rows():
+    """kde_samples=m: the bound of information_plane_kde on the same m rows at every step;
+    m >= n: all rows (the same numbers as without the option)."""
+    probe = InformationPlaneProbe(["1"], schedule=every(5), estimator="kde", kde_samples=20)
+    scope, oracle, _, y = _run(probe)
+    rows = probe._kde_rows(len(y))
+    assert len(rows) == 20 == len(set(rows.tolist())) and list(rows) == sorted(rows)
+    assert rows.min() >= 0 and rows.max() < len(y)
+    assert np.array_equal(rows, InformationPlaneProbe(estimator="kde",
+                                                      kde_samples=20)._kde_rows(len(y)))
+    for r in probed(scope):
+        ref = information_plane_kde(oracle[r.step]["1"][rows], y[rows], noise_variance=0.1)
+        assert r.value == pytest.approx(ref.i_xt if r.key == "i_xt" else ref.i_ty, abs=1e-12)
+        assert r.meta["kde_samples"] == 20
+        assert r.value <= math.log2(20) + 1e-9
+    everything = InformationPlaneProbe(["1"], schedule=every(5), estimator="kde",
+                                       kde_samples=1000)
+    scope, oracle, _, y = _run(everything)
+    for r in probed(scope):
+        ref = information_plane_kde(oracle[r.step]["1"], y, noise_variance=0.1)
+        assert r.value == pytest.approx(ref.i_xt if r.key == "i_xt" else ref.i_ty, abs=1e-12)
+        assert r.meta["kde_samples"] == len(y)
+
+
 def test_closed_forms():
     _, _, xp, yp = _data()
     # A constant layer carries no information: both coordinates are exactly 0.
@@ -153,11 +177,12 @@ def test_params_and_bad_args():
     p = InformationPlaneProbe(["1"], value_range=(-1, 1))
     assert p.params() | {"schedule": None} == {
         "layers": ["1"], "schedule": None, "estimator": "binning", "bins": 30, "bin_size": None,
-        "value_range": [-1.0, 1.0], "noise_variance": 0.1}
+        "value_range": [-1.0, 1.0], "noise_variance": 0.1, "kde_samples": None}
     for kwargs in [{"estimator": "knn"}, {"bins": 0}, {"bins": 2.5}, {"bins": None},
                    {"bin_size": -1.0}, {"bin_size": math.inf}, {"value_range": (1, -1)},
                    {"value_range": (0, math.nan)}, {"value_range": 3},
-                   {"noise_variance": 0.0}, {"layers": "1"}, {"layers": []}]:
+                   {"noise_variance": 0.0}, {"kde_samples": 1}, {"kde_samples": 2.5},
+                   {"layers": "1"}, {"layers": []}]:
         with pytest.raises(ValueError):
             InformationPlaneProbe(**kwargs)
     _, _, xp, yp = _data()

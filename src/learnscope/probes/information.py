@@ -14,6 +14,7 @@ from learnscope.measures.information import information_plane_binning, informati
 from learnscope.probes.base import LayerProbe, ProbeContext
 from learnscope.probes.checks import check_choice, check_int, check_number, check_schedule
 from learnscope.probes.schedule import Schedule, log_spaced
+from learnscope.seeding import numpy_rng
 from learnscope.store.records import Record
 
 __all__ = ["InformationPlaneProbe"]
@@ -32,14 +33,16 @@ class InformationPlaneProbe(LayerProbe):
       ``value_range=(-1, 1)`` for tanh layers to reproduce the original setup.
     * ``estimator="kde"`` (Kolchinsky & Tracey 2017; Saxe et al. 2018): T plus Gaussian noise
       of variance ``noise_variance``; I(X;T) is the pairwise-KL **upper bound**, I(T;Y) a
-      difference of two bounds. Both depend on the noise variance.
+      difference of two bounds. Both depend on the noise variance. Its cost grows as n^2:
+      ``kde_samples=m`` computes it on a fixed random subset of m probe rows (the same rows
+      at every measurement; the bound is then at most log2(m) bits).
 
     The values are estimator artefacts to a large degree (Saxe et al. 2018): compare runs only
     under one fixed estimator, never absolute bits. Wide layers saturate at H(X) = log2(n).
 
     Records ``i_xt`` and ``i_ty`` per layer, meta ``{"layer", "estimator", "units": "bits",
     "n"}`` plus ``"bins"``, ``"bin_size"``, ``"range"`` (the one actually used), ``"range_source"``
-    (binning) or ``"noise_variance"`` (kde). The final state is measured when the session closes
+    (binning) or ``"noise_variance"`` (kde, and ``"kde_samples"``: the rows used). The final state is measured when the session closes
     unless the last scheduled step already was.
 
     Cost: forward (the scope's shared capture pass; binning is O(n width), the KDE bound
@@ -56,6 +59,8 @@ class InformationPlaneProbe(LayerProbe):
         bin_size: fixed bin width instead of a bin count (binning).
         value_range: ``(lo, hi)`` for binning; values outside are clipped into the end bins.
         noise_variance: variance of the Gaussian noise added to T (kde).
+        kde_samples: the KDE bound on at most this many probe rows, a fixed random subset
+            (None: all rows).
     """
 
     name = "information_plane"
@@ -67,7 +72,7 @@ class InformationPlaneProbe(LayerProbe):
                  estimator: str = "binning", bins: int | None = 30,
                  bin_size: float | None = None,
                  value_range: tuple[float, float] | None = None,
-                 noise_variance: float = 0.1) -> None:
+                 noise_variance: float = 0.1, kde_samples: int | None = None) -> None:
         self.layer_names = self.check_layer_names(layers)
         self.schedule = check_schedule(schedule, log_spaced(4))
         self.estimator = check_choice(estimator, "estimator", _ESTIMATORS)
@@ -86,6 +91,8 @@ class InformationPlaneProbe(LayerProbe):
         self.value_range = value_range
         self.noise_variance = check_number(noise_variance, "noise_variance", low=0.0,
                                            low_open=True)
+        self.kde_samples = None if kde_samples is None else check_int(kde_samples,
+                                                                      "kde_samples", 2)
         self._resolved: list[str] = []
 
     def params(self) -> dict[str, Any]:
@@ -113,10 +120,19 @@ class InformationPlaneProbe(LayerProbe):
                              f"{y.shape}")
         return y
 
+    def _kde_rows(self, n: int) -> np.ndarray:
+        """The probe rows the KDE bound uses: all, or a fixed random subset (sorted) of
+        ``kde_samples`` of them, the same at every measurement of this probe."""
+        if self.kde_samples is None or self.kde_samples >= n:
+            return np.arange(n)
+        rng = numpy_rng(0, "information-plane-kde-rows", n, self.kde_samples)
+        return np.sort(rng.choice(n, size=self.kde_samples, replace=False))
+
     def measure(self, ctx: ProbeContext) -> list[Record]:
         y = self._targets(ctx)
         n = len(y)
         x_ids = np.arange(n)
+        rows = self._kde_rows(n)
         recs: list[Record] = []
         for layer in self._resolved:
             if layer not in ctx.activations:
@@ -139,7 +155,8 @@ class InformationPlaneProbe(LayerProbe):
                          "range": None if used is None else [float(v) for v in used],
                          "range_source": p.params["value_range_source"]}
             else:
-                p = information_plane_kde(t, y, noise_variance=self.noise_variance)
-                meta |= {"noise_variance": self.noise_variance, "bound": p.params["bound"]}
+                p = information_plane_kde(t[rows], y[rows], noise_variance=self.noise_variance)
+                meta |= {"noise_variance": self.noise_variance, "bound": p.params["bound"],
+                         "kde_samples": len(rows)}
             recs += [Record("i_xt", p.i_xt, meta=meta), Record("i_ty", p.i_ty, meta=dict(meta))]
         return recs
