@@ -254,3 +254,29 @@ def test_stands_out_uses_the_spread_over_seeds():
                      200: [0.5, 0.6, 0.4, 0.7]})
     assert not stands_out("s", "", overlap, 100, [50, 200]).holds
     assert stands_out("s", "", overlap, 100, [50, 200], above_them=False).holds
+
+
+def test_scatter_coloured_by_a_field_and_drawn_on_one_scale():
+    """Scatter(color="epoch"): each point keeps its record's epoch; the report draws the
+    groups as marker symbols on one colour scale spanning every group's epochs."""
+    from learnscope.analysis.figures import Scatter
+    from learnscope.report.figures import draw
+
+    trials = [TrialResult(f"t{layer}", {"layer": layer}, "finished",
+                          [Record("i_ty", 0.1 * e + layer, e, "p", {"i_xt": 5.0 - e, "epoch": e})
+                           for e in range(4 + layer)])
+              for layer in (1, 2)]
+    spec = Scatter("plane", "i_ty", "i_xt", group="layer", label="layer {layer}",
+                   color="epoch", color_title="epoch")
+    fig = evaluate(spec, Results(trials))
+    assert [s.name for s in fig.series] == ["layer 1", "layer 2"]
+    assert fig.series[1].c == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    assert fig.series[1].x == [5.0, 4.0, 3.0, 2.0, 1.0, 0.0] and fig.colorbar == "epoch"
+    plot = draw(fig)
+    symbols = [t.marker.symbol for t in plot.data]
+    assert len(set(symbols)) == 2
+    assert {(t.marker.cmin, t.marker.cmax) for t in plot.data} == {(0.0, 5.0)}
+    assert [t.marker.showscale for t in plot.data] == [True, False]
+    assert list(plot.data[0].marker.color) == [0.0, 1.0, 2.0, 3.0, 4.0]
+    plain = evaluate(dataclasses.replace(spec, color=None), Results(trials))
+    assert all(s.c is None for s in plain.series)  # without color: the plain scatter

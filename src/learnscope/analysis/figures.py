@@ -87,7 +87,9 @@ class Heatmap:
 @dataclass(frozen=True)
 class Scatter:
     """Every value of ``key`` against field ``x``, one point per record (no aggregation), in
-    one colour per value of ``group``."""
+    one colour per value of ``group``; with ``color`` (a record or spec field, e.g.
+    ``"epoch"``) each point is coloured by that field's value on one continuous scale and the
+    groups are told apart by marker symbol instead."""
 
     title: str
     key: str
@@ -101,6 +103,8 @@ class Scatter:
     log_x: bool = False
     log_y: bool = False
     hlines: tuple[tuple[float, str], ...] = ()
+    color: str | None = None
+    color_title: str = ""
 
 
 @dataclass
@@ -111,6 +115,8 @@ class SeriesData:
     lo: list[float] | None = None
     hi: list[float] | None = None
     dash: str | None = None
+    c: list[float] | None = None
+    """Per-point values for a continuous colour scale (a scatter's ``color`` field)."""
 
 
 @dataclass
@@ -143,13 +149,18 @@ def evaluate(spec: LinePlot | Heatmap | Scatter, results: Any) -> FigureData:
         sub = results.where(**spec.where)
         series = []
         for fields, part in _groups(sub, spec.group) if len(sub) else []:
-            xs, ys = part.points(spec.key, spec.x)
+            cs: list[float] | None = None
+            if spec.color:
+                xs, ys, cs = part.points(spec.key, spec.x, color=spec.color)
+            else:
+                xs, ys = part.points(spec.key, spec.x)
             if xs:
                 label = spec.label.format(key=spec.key, **{k: _tidy(v) for k, v in fields.items()})
-                series.append(SeriesData(label, xs, ys))
+                series.append(SeriesData(label, xs, ys, c=cs))
         return FigureData("scatter", spec.title, spec.x_title or spec.x,
                           spec.y_title or spec.key, spec.caption, spec.log_x, spec.log_y,
-                          series, hlines=list(spec.hlines))
+                          series, hlines=list(spec.hlines),
+                          colorbar=(spec.color_title or spec.color or ""))
     if isinstance(spec, Heatmap):
         rows, cols, z = results.where(**spec.where).matrix(spec.key, spec.rows, spec.cols)
         return FigureData("heatmap", spec.title, spec.x_title or spec.cols,

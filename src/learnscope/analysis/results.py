@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import pandas as pd
@@ -149,12 +149,25 @@ class Results:
                                  sort=True)
         return list(table.index), list(table.columns), table.to_numpy(dtype=float)
 
-    def points(self, key: str, x: str) -> tuple[list[float], list[float]]:
+    @overload
+    def points(self, key: str, x: str) -> tuple[list[float], list[float]]: ...
+
+    @overload
+    def points(self, key: str, x: str, *, color: str | None
+               ) -> tuple[list[float], list[float], list[float]]: ...
+
+    def points(self, key: str, x: str, *, color: str | None = None) -> Any:
         """Every record of ``key`` as an (x, value) point, ``x`` a spec or record field (no
-        aggregation: e.g. each feature's dimensionality at each sparsity)."""
+        aggregation: e.g. each feature's dimensionality at each sparsity). With ``color`` (a
+        field), also each point's value of that field (NaN where a record lacks it)."""
         data = self.records
         data = data[(data["key"] == key) & data[x].notna()] if x in data.columns else data[:0]
-        return [float(v) for v in data[x]], [float(v) for v in data["value"]]
+        xs, ys = [float(v) for v in data[x]], [float(v) for v in data["value"]]
+        if color is None:
+            return xs, ys
+        cs = ([float(v) for v in data[color]] if color in data.columns
+              else [math.nan] * len(xs))
+        return xs, ys, cs
 
     def series(self, key: str) -> Iterable[tuple[dict[str, Any], list[int], list[float]]]:
         """Per trial: (its spec, steps, values) of ``key`` in step order."""

@@ -38,6 +38,8 @@ def draw(fig: FigureData, colours: Mapping[str, str] | None = None) -> go.Figure
     by name (see :func:`shared_series_colours`), the others take the palette by position."""
     if fig.kind == "heatmap":
         return heatmap_figure(fig)
+    if fig.kind == "scatter" and any(s.c is not None for s in fig.series):
+        return coloured_scatter_figure(fig)
     colours = colours or {}
     taken = {colours[s.name] for s in fig.series if s.name in colours}
     free = iter([c for c in PALETTE if c not in taken])  # for the series without a fixed one
@@ -89,6 +91,31 @@ def line_figure(title: str, series: Sequence[Series], *, x_title: str, y_title: 
     fig.update_xaxes(title=x_title, type="log" if log_x else "linear")
     fig.update_yaxes(title=y_title, type="log" if log_y else "linear")
     return fig
+
+
+SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "cross", "star",
+           "triangle-down", "pentagon", "hexagon")
+
+
+def coloured_scatter_figure(fig: FigureData, height: int = 460) -> go.Figure:
+    """Points coloured by a value on one shared scale (e.g. the epoch), the series told apart by
+    marker symbol; the colour bar is titled ``fig.colorbar``."""
+    values = [v for s in fig.series for v in (s.c or []) if math.isfinite(v)]
+    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+    out = go.Figure()
+    for i, s in enumerate(fig.series):
+        out.add_trace(go.Scatter(
+            x=list(s.x), y=list(s.y), name=s.name, mode="markers",
+            marker={"symbol": SYMBOLS[i % len(SYMBOLS)], "size": 7, "color": list(s.c or []),
+                    "colorscale": "Viridis", "cmin": lo, "cmax": hi,
+                    "line": {"width": 0.5, "color": "#333"}, "showscale": i == 0,
+                    "colorbar": {"title": {"text": fig.colorbar}}}))
+    out.update_layout(title=fig.title, height=height, template="plotly_white",
+                      margin={"l": 60, "r": 20, "t": 70, "b": 50},
+                      legend={"orientation": "h", "y": -0.2, "itemsizing": "constant"})
+    out.update_xaxes(title=fig.x_title, type="log" if fig.log_x else "linear")
+    out.update_yaxes(title=fig.y_title, type="log" if fig.log_y else "linear")
+    return out
 
 
 def heatmap_figure(fig: FigureData, height: int = 420) -> go.Figure:

@@ -150,10 +150,13 @@ class InformationPlane(Study[InformationPlaneConfig]):
             figs.append(Scatter(
                 f"Information plane of the {act} networks (binning, every seed and epoch)",
                 "i_ty", "i_xt_bits", where={"activation": act, "estimator": "binning"},
-                group="depth", label="hidden layer {depth}",
+                group="depth", label="hidden layer {depth}", color="epoch",
+                color_title="epoch",
                 x_title="I(X;T) (bits, binning)", y_title="I(T;Y) (bits, binning)",
-                caption="One colour per layer, one point per measurement: points move right "
-                        "and up while fitting; compression moves the deep layers left."))
+                caption="One symbol per layer, coloured by epoch (dark early, yellow late), one "
+                        "point per seed and measurement: each layer's trajectory moves right and "
+                        "up while fitting; compression moves the deep layers back left late in "
+                        "training (yellow points left of the green ones)."))
         for estimator in ESTIMATORS:
             figs.append(LinePlot(
                 f"Last hidden layer: I(X;T) over training ({_ESTIMATOR_WORDS[estimator]})",
