@@ -1,5 +1,6 @@
 """Data sets: generated or shipped inside installed packages; nothing is downloaded."""
 
+from learnscope.data.bits12 import bits12
 from learnscope.data.classification import ClassificationData
 from learnscope.data.corruptions import (
     flip_labels,
@@ -18,7 +19,10 @@ from learnscope.data.regression import (
     random_relu_features,
     sine_1d,
 )
+from learnscope.data.repetition import balanced_multiset, repeated_subset
+from learnscope.data.slabs import lms_data
 
-__all__ = ["ClassificationData", "RegressionData", "digits", "flip_labels", "gaussian_inputs",
-           "legendre_features", "linear_teacher", "mnist1d", "random_labels", "random_pixels",
-           "random_relu_features", "shuffled_pixels", "sine_1d", "with_label_noise"]
+__all__ = ["ClassificationData", "RegressionData", "balanced_multiset", "bits12", "digits",
+           "flip_labels", "gaussian_inputs", "legendre_features", "linear_teacher", "lms_data",
+           "mnist1d", "random_labels", "random_pixels", "random_relu_features",
+           "repeated_subset", "shuffled_pixels", "sine_1d", "with_label_noise"]
