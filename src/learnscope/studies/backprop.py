@@ -129,7 +129,7 @@ class Backprop(Study[BackpropConfig]):
                                     "expression_ops": cfg.expression_ops // 2,
                                     "seed": cfg.seed + 13},
             "longer expressions": {"expression_ops": cfg.expression_ops * 3 // 2,
-                                   "fd_step": cfg.fd_step * 10, "seed": cfg.seed + 29},
+                                   "fd_step": float(f"{cfg.fd_step * 10:.3g}"), "seed": cfg.seed + 29},
         }
 
     def claims(self, cfg: BackpropConfig, results: Results) -> list[Claim]:
