@@ -1,0 +1,113 @@
+"""The deep-linear study's math: whitened inputs, the teacher, crossing times, and Saxe et al.'s
+closed-form trajectory against a trained depth-2 network."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from learnscope.models import deep_linear
+from learnscope.studies.deep_linear import (
+    crossing_step,
+    linear_teacher,
+    saxe_mode_strength,
+    whitened_inputs,
+)
+from learnscope.train.stacked import make_stack
+
+torch.set_num_threads(1)
+
+
+def test_whitened_inputs_have_identity_covariance_and_are_deterministic():
+    x = whitened_inputs(20, 5, seed=3)
+    assert x.shape == (20, 5)
+    torch.testing.assert_close(x.T @ x / 20, torch.eye(5, dtype=torch.float64))
+    assert torch.equal(x, whitened_inputs(20, 5, seed=3))
+    assert not torch.equal(x, whitened_inputs(20, 5, seed=4))
+
+
+def test_linear_teacher_has_the_stated_singular_values_and_modes():
+    x = whitened_inputs(30, 6, seed=0)
+    y, u, v = linear_teacher(x, (5.0, 2.0, 0.5), seed=1)
+    recovered = y.T @ x / 30  # least squares with whitened x: S itself
+    torch.testing.assert_close(torch.linalg.svdvals(recovered)[:3],
+                               torch.tensor([5.0, 2.0, 0.5], dtype=torch.float64))
+    assert float(torch.linalg.svdvals(recovered)[3:].abs().max()) < 1e-10
+    torch.testing.assert_close(u.T @ recovered @ v, torch.diag(torch.tensor(
+        [5.0, 2.0, 0.5], dtype=torch.float64)))
+    torch.testing.assert_close(u.T @ u, torch.eye(3, dtype=torch.float64))
+    noisy, _, _ = linear_teacher(x, (5.0, 2.0, 0.5), seed=1, noise=0.1)
+    assert 0.05 < float((noisy - y).std()) < 0.15
+
+
+def test_crossing_step_matches_brute_force_interpolation():
+    curve = torch.tensor([0.0, 0.2, 0.4, 0.8, 1.0], dtype=torch.float64)
+    assert abs(crossing_step(curve, 0.6) - 2.5) < 1e-12  # between 0.4 (step 2) and 0.8 (step 3)
+    assert crossing_step(curve, 0.4) == 2.0
+    assert crossing_step(curve, 0.0) == 0.0
+    assert math.isnan(crossing_step(curve, 1.5))
+    # the first crossing, even when the curve dips back below later
+    assert crossing_step(torch.tensor([0.0, 1.0, 0.0, 1.0], dtype=torch.float64), 0.5) == 0.5
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        c = torch.rand(12, generator=g, dtype=torch.float64).cumsum(0)
+        level = float(c[3] + 0.5 * (c[4] - c[3]))
+        assert abs(crossing_step(c, level) - 3.5) < 1e-12
+
+
+def test_saxe_mode_strength_solves_its_ode():
+    s, u0 = 3.0, 1e-3
+    assert abs(saxe_mode_strength(s, u0, 0.0) - u0) < 1e-15
+    h = 1e-6
+    for t in (0.1, 0.7, 1.3, 3.0):
+        u = saxe_mode_strength(s, u0, t)
+        du = (saxe_mode_strength(s, u0, t + h) - saxe_mode_strength(s, u0, t - h)) / (2 * h)
+        assert abs(du - 2 * u * (s - u)) < 1e-5 * max(1.0, abs(du))
+    t_half = math.log(s / u0 - 1) / (2 * s)
+    assert abs(saxe_mode_strength(s, u0, t_half) - s / 2) < 1e-12
+    assert abs(saxe_mode_strength(s, u0, 50.0) - s) < 1e-12
+
+
+def _balanced_aligned_net(u: torch.Tensor, v: torch.Tensor, width: int,
+                          u0: float) -> nn.Sequential:
+    """A depth-2 deep_linear net whose every teacher mode starts at strength u0, split equally
+    between the layers (Saxe's balanced, aligned start)."""
+    dim, r = u.shape
+    net = deep_linear([dim, width, dim], init_scale=0.0, seed=0)
+    e = torch.eye(width, r, dtype=torch.float64)
+    with torch.no_grad():
+        net[0].weight.copy_(math.sqrt(u0) * e @ v.T)
+        net[1].weight.copy_(math.sqrt(u0) * u @ e.T)
+    return net
+
+
+def test_trained_depth2_mode_follows_saxe_closed_form_and_scales_as_inverse_s():
+    """Oracle: gradient descent with a small step on the study's loss (mean squared error over
+    examples and outputs, whose gradient is 2/dim times Saxe's) follows the closed form; half
+    times scale as ln(s/u0 - 1) / (2 s)."""
+    dim, n, width, lr, u0, steps = 6, 24, 8, 0.01, 1e-3, 1500
+    s_values = (4.0, 2.0, 1.0)
+    x = whitened_inputs(n, dim, seed=0)
+    y, u, v = linear_teacher(x, s_values, seed=0)
+    stack = make_stack([_balanced_aligned_net(u, v, width, u0)], seeds=[0], loss="mse",
+                       optimizer="sgd", lr=lr, momentum=0.0, batch_size=None, x_train=x,
+                       y_train=y, dtype=torch.float64)
+    strengths = []
+
+    def measure(step: int, st: object) -> None:
+        out = stack.predict(v.T.unsqueeze(0), per_model=True)[0]  # (r, dim): W v_i
+        strengths.append((out * u.T).sum(-1))
+
+    measure(0, stack)
+    stack.train(steps=steps, on_step=measure)
+    traj = torch.stack(strengths)  # (steps + 1, r)
+    time_per_step = lr * 2 / dim
+    for i, s in enumerate(s_values):
+        for step in range(0, steps + 1, 50):
+            want = saxe_mode_strength(s, u0, step * time_per_step)
+            assert abs(float(traj[step, i]) - want) < 0.03 * s, (s, step)
+        half = crossing_step(traj[:, i] / s, 0.5)
+        predicted = math.log(s / u0 - 1) / (2 * s) / time_per_step
+        assert abs(half - predicted) / predicted < 0.03, (s, half, predicted)
