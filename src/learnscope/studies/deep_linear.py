@@ -3,32 +3,32 @@
 Cohen, Hu & Luo 2019, "Implicit regularization in deep matrix factorization").
 
 A deep linear network computes a linear map, yet gradient descent on its factors is nonlinear.
-Trained on a linear teacher ``y = S x`` with whitened inputs, it learns the teacher's singular
-modes in order of their strength: the mode with singular value ``s`` waits on a plateau, then
-rises along a sigmoid in a time that scales as ``1/s`` (for depth 2 and a small balanced
-initialisation exactly ``u(t) = s e^{2st} / (e^{2st} - 1 + s/u0)``, Saxe et al.). The plateaus
+Trained on a linear teacher y = S x with whitened inputs, it learns the teacher's singular
+modes in order of their strength: the mode with singular value s waits on a plateau, then
+rises along a sigmoid in a time that scales as 1/s (for depth 2 and a small balanced
+initialisation exactly u(t) = s e^{2st} / (e^{2st} - 1 + s/u0), Saxe et al.). The plateaus
 lengthen with depth, and the end-to-end map climbs through matrices of rank 0, 1, 2, ... (the
 saddle-to-saddle, low-rank path of Arora et al.). From a large initialisation (weights of unit
 scale: the lazy end) the plateaus vanish: every mode starts moving at once.
 
-Setup: a rank-4 teacher ``S = U diag(s) V^T`` on 8 inputs and 8 outputs (singular values
-8, 4, 2, 1; random orthogonal ``U``, ``V`` per seed), 64 exactly whitened inputs (``X^T X / n =
-I``), optionally Gaussian noise on the targets. Bias-free linear networks 8-16-...-16-8 of each
+Setup: a rank-4 teacher S = U diag(s) V^T on 8 inputs and 8 outputs (singular values
+8, 4, 2, 1; random orthogonal U, V per seed), 64 exactly whitened inputs (X^T X / n =
+I), optionally Gaussian noise on the targets. Bias-free linear networks 8-16-...-16-8 of each
 depth, initialised N(0, init_scale^2 / fan_in) per layer at a small and a large scale, trained
 full-batch by plain gradient descent on the mean squared error. All init scales and seeds of one
-depth train as one stack of models. The strength of mode ``i`` is the projection
-``u_i = U_i^T W V_i`` of the end-to-end matrix ``W``, measured at every step; its learning time
-is the (interpolated) step at which ``u_i`` first reaches ``s_i / 2``.
+depth train as one stack of models. The strength of mode i is the projection
+u_i = U_i^T W V_i of the end-to-end matrix W, measured at every step; its learning time
+is the (interpolated) step at which u_i first reaches s_i / 2.
 
 Claims (medians over seeds):
-- modes are learned in order: at small init the learning time grows as ``s`` falls, at every
+- modes are learned in order: at small init the learning time grows as s falls, at every
   depth;
 - time ~ 1/s: at small init and the smallest depth, the slope of log learning time against
-  log ``s`` lies within [-1.5, -0.5] (Saxe: -1 up to the logarithm of the initial strength);
+  log s lies within [-1.5, -0.5] (Saxe: -1 up to the logarithm of the initial strength);
 - plateaus lengthen with depth: at small init the strongest mode is learned later by the
   deepest network than by the shallowest;
 - saddle to saddle at small init, lazy at large init: a mode's learning time measured in units
-  of its rise time (10% to 90% of ``s``) is larger at small init than at large init (a plateau
+  of its rise time (10% to 90% of s) is larger at small init than at large init (a plateau
   before a sharp sigmoid vs an immediate exponential approach), at every depth;
 - lazy at large init: the weights move less, relative to their initial size, than at small init
   (not gating: at this width "large" is only moderately lazy).
@@ -208,7 +208,12 @@ class DeepLinear(Study[DeepLinearConfig]):
     def figures(self, cfg: DeepLinearConfig) -> list[LinePlot]:
         small, large = min(cfg.init_scales), max(cfg.init_scales)
         figs = []
-        for init, regime in ((small, "small init: saddle to saddle"), (large, "large init: lazy")):
+        regimes = ((small, "small init: saddle to saddle", "Each curve is one singular mode: "
+                    "they rise one after another after plateaus, strongest first, later in the "
+                    "deeper net (dashed)."),
+                   (large, "large init: lazy", "Each curve is one singular mode: all start "
+                    "moving at the first step, with no plateau."))
+        for init, regime, caption in regimes:
             lines = tuple(Lines({"init": init, "depth": d}, group="s",
                                 label=f"depth {d}, s={{s:g}}", dash=None if i == 0 else "dash")
                           for i, d in enumerate(sorted(cfg.depths)))
@@ -216,8 +221,7 @@ class DeepLinear(Study[DeepLinearConfig]):
                 f"Strength of each teacher mode over training ({regime}, init {init:g})", "step",
                 lines, key="mode_fraction", x_title="gradient step",
                 y_title="mode strength u / s (median over seeds)", hlines=((0.5, "learned"),),
-                caption="Each curve is one singular mode; at small init they rise one after "
-                        "another after plateaus, strongest first."))
+                caption=caption))
         figs.append(LinePlot(
             "Training loss (mean squared error) over training", "step",
             tuple(Lines({"depth": d}, group="init", label=f"depth {d}, init {{init:g}}",
