@@ -59,7 +59,7 @@ __all__ = ["crossing_step", "linear_teacher", "saxe_mode_strength", "whitened_in
 
 @dataclasses.dataclass(frozen=True)
 class DeepLinearConfig(StudyConfig):
-    seeds: int = param(3, "seeds (teacher, initialisation); claims use medians over seeds", ge=1)
+    seeds: int = param(5, "seeds (teacher, initialisation); claims use medians over seeds", ge=1)
     dim: int = param(8, "inputs = outputs of the teacher and the networks", ge=2)
     singular_values: tuple[float, ...] = param(
         (8.0, 4.0, 2.0, 1.0), "the teacher's nonzero singular values (distinct, decreasing)",
