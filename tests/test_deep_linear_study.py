@@ -111,3 +111,19 @@ def test_trained_depth2_mode_follows_saxe_closed_form_and_scales_as_inverse_s():
         half = crossing_step(traj[:, i] / s, 0.5)
         predicted = math.log(s / u0 - 1) / (2 * s) / time_per_step
         assert abs(half - predicted) / predicted < 0.03, (s, half, predicted)
+
+
+def test_every_seed_of_a_stack_learns_its_own_teacher():
+    """Models of one stack share the inputs but not the teacher: each seed's modes are learned
+    (finite half times, strongest first) and its end-to-end map equals its own teacher."""
+    from learnscope.studies.base import Trial
+    from learnscope.studies.deep_linear import DeepLinearConfig, train_depth
+
+    cfg = DeepLinearConfig(seeds=2, steps=600, log_every=100)
+    trials = [Trial({"part": "train", "depth": 2, "init": 0.1, "seed": s}) for s in (0, 1)]
+    for out in train_depth(cfg, trials):
+        times = [r.value for r in out.records if r.key == "learn_step"]
+        assert len(times) == 4 and all(math.isfinite(t) for t in times)
+        assert times == sorted(times)
+        final = [r.value for r in out.records if r.key == "mode_fraction" and r.step == 600]
+        assert all(abs(f - 1) < 1e-3 for f in final)
