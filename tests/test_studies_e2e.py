@@ -19,11 +19,22 @@ def _claim(result, claim_id):
     return c
 
 
+class _TinyRuns(dict):
+    """Each study's tiny run, made on first use (``-k name`` runs only that study)."""
+
+    def __init__(self, out):
+        super().__init__()
+        self.out = out
+
+    def __missing__(self, name):
+        self[name] = run_study(name, quick=True, overrides=get_study(name).tiny, out=self.out)
+        return self[name]
+
+
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
-    return out, {name: run_study(name, quick=True, overrides=get_study(name).tiny, out=out)
-                 for name in STUDIES}
+    return out, _TinyRuns(out)
 
 
 @pytest.mark.parametrize("name", STUDIES)
