@@ -27,6 +27,7 @@ from learnscope.analysis.claims import (
 from learnscope.analysis.curves import Curve, median_ci, median_iqr
 from learnscope.analysis.figures import (
     FigureData,
+    Graph,
     Heatmap,
     LinePlot,
     Lines,
@@ -56,7 +57,7 @@ class Analysis:
     notes: list[str] = field(default_factory=list)
 
 
-__all__ = ["Analysis", "Claim", "Curve", "FigureData", "Heatmap", "LinePlot", "Lines", "Marker",
+__all__ = ["Analysis", "Claim", "Curve", "FigureData", "Graph", "Heatmap", "LinePlot", "Lines", "Marker",
            "Results", "Scatter", "SeriesData", "Table", "Test", "above", "all_of", "at_least", "at_most", "below",
            "between", "claim", "evaluate", "jsonable", "median_ci", "median_iqr", "monotone", "peak_at",
            "ratio", "stands_out", "verdict"]

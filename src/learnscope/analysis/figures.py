@@ -5,6 +5,10 @@ axis, grouped by which field, log axes, a band, markers); :func:`evaluate` turns
 into :class:`FigureData` (the numbers to draw) from a :class:`~learnscope.analysis.Results`; the
 report layer draws ``FigureData``. Studies never build plotting objects.
 
+A :class:`Graph` draws a directed graph (e.g. a recorded computation graph) from one trial's
+records: one record per node and one per edge, their metadata naming the nodes; positions come
+from the records or from a small deterministic layered layout.
+
 A :class:`LinePlot` has one or more :class:`Lines` selections. Each selection filters the
 results (``where``), optionally splits them into one line per value of ``group``, and names each
 line with ``label`` (a format string over the group's fields, e.g. ``"{noise:.0%} noise"``).
@@ -17,14 +21,15 @@ the curves of the first seed only.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import string
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from learnscope.analysis.curves import Curve
 
-__all__ = ["FigureData", "Heatmap", "LinePlot", "Lines", "Marker", "Scatter", "SeriesData",
-           "evaluate"]
+__all__ = ["FigureData", "Graph", "Heatmap", "LinePlot", "Lines", "Marker", "Scatter",
+           "SeriesData", "evaluate", "layered_layout"]
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,35 @@ class Scatter:
     color_title: str = ""
 
 
+@dataclass(frozen=True)
+class Graph:
+    """A directed graph from the records of one trial (the first that matches ``where``, e.g.
+    the first seed): each record of ``node_key`` is a node (its metadata field ``node`` is the
+    node's id), each record of ``edge_key`` an edge from the node ``source`` to the node
+    ``target`` (ids as in ``node``). ``label`` and ``edge_label`` are format strings over the
+    record's fields and ``value`` (a field a record lacks reads as empty). Nodes sit at
+    ``position`` (two fields, x and y) when given, else at their ``level`` field when given,
+    else by :func:`layered_layout` (levels by longest path from the inputs); ``color`` (a
+    field, e.g. the backward step) colours the nodes on one scale."""
+
+    title: str
+    node_key: str
+    edge_key: str
+    where: dict[str, Any] = field(default_factory=dict)
+    node: str = "node"
+    source: str = "source"
+    target: str = "target"
+    label: str = "{node}"
+    edge_label: str = "{value:.3g}"
+    level: str | None = None
+    position: tuple[str, str] | None = None
+    color: str | None = None
+    color_title: str = ""
+    x_title: str = ""
+    """What the horizontal direction means (e.g. "forward pass: inputs to output")."""
+    caption: str = ""
+
+
 @dataclass
 class SeriesData:
     name: str
@@ -123,7 +157,7 @@ class SeriesData:
 class FigureData:
     """What the report draws: plain numbers and labels."""
 
-    kind: str  # "line", "scatter" or "heatmap"
+    kind: str  # "line", "scatter", "heatmap" or "graph"
     title: str
     x_title: str = ""
     y_title: str = ""
@@ -137,14 +171,23 @@ class FigureData:
     rows: list[Any] = field(default_factory=list)
     cols: list[Any] = field(default_factory=list)
     colorbar: str = ""
+    nodes: list[dict[str, Any]] = field(default_factory=list)
+    """A graph's nodes: ``id``, ``label``, ``x``, ``y``, ``level``, ``color`` (a number or
+    None), ``value`` and ``fields`` (every field of its record, for hover text)."""
+    edges: list[dict[str, Any]] = field(default_factory=list)
+    """A graph's edges: ``source``, ``target`` (node ids), ``label`` and ``value``."""
 
     @property
     def empty(self) -> bool:
+        if self.kind == "graph":
+            return not self.nodes
         return not self.z if self.kind == "heatmap" else not self.series
 
 
-def evaluate(spec: LinePlot | Heatmap | Scatter, results: Any) -> FigureData:
+def evaluate(spec: LinePlot | Heatmap | Scatter | Graph, results: Any) -> FigureData:
     """The numbers of a declared figure, computed from ``results`` (a ``Results``)."""
+    if isinstance(spec, Graph):
+        return _graph(spec, results)
     if isinstance(spec, Scatter):
         sub = results.where(**spec.where)
         series = []
@@ -235,3 +278,153 @@ def _series(curve: Curve, label: str, band: bool, dash: str | None) -> SeriesDat
     return SeriesData(label, [float(x) for x in curve.x], clean(curve.y),
                       clean(curve.lo) if spread else None, clean(curve.hi) if spread else None,
                       dash)
+
+
+# -- graphs -----------------------------------------------------------------------------------
+
+class _LenientFormatter(string.Formatter):
+    """``str.format`` where a missing or NaN field reads as empty and a format spec that does
+    not fit the value (``{op:.3g}`` on a string) falls back to ``str``."""
+
+    def get_value(self, key: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+        value = kwargs.get(key) if isinstance(key, str) else None
+        return None if _missing(value) else value
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        if value is None:
+            return ""
+        try:
+            return format(value, format_spec)
+        except (ValueError, TypeError):
+            return str(value)
+
+
+_FORMAT = _LenientFormatter()
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _graph(spec: Graph, results: Any) -> FigureData:
+    out = FigureData("graph", spec.title, spec.x_title, "", spec.caption,
+                     colorbar=spec.color_title or spec.color or "")
+    data = results.where(**spec.where).records if len(results) else None
+    if data is None or data.empty:
+        return out
+    data = data[data["key"].isin([spec.node_key, spec.edge_key])]
+    node_rows = data[data["key"] == spec.node_key]
+    if node_rows.empty:
+        return out
+    data = data[data["trial"] == node_rows["trial"].iloc[0]]  # one trial: the first
+    skip = {"trial", "key", "probe", "step"}
+
+    def fields_of(row: Any) -> dict[str, Any]:
+        return {k: _tidy(v) for k, v in row.items() if k not in skip and not _missing(v)}
+
+    nodes: dict[Any, dict[str, Any]] = {}
+    for _, row in data[data["key"] == spec.node_key].iterrows():
+        fields = fields_of(row)
+        ident = fields.get(spec.node)
+        if ident is None or ident in nodes:
+            continue
+        colour = fields.get(spec.color) if spec.color else None
+        nodes[ident] = {"id": ident, "label": _FORMAT.format(spec.label, **fields),
+                        "value": float(row["value"]), "fields": fields,
+                        "color": float(colour) if isinstance(colour, int | float) else None}
+    edges = []
+    for _, row in data[data["key"] == spec.edge_key].iterrows():
+        fields = fields_of(row)
+        src, dst = fields.get(spec.source), fields.get(spec.target)
+        if src is None or dst is None:
+            continue
+        for end in (src, dst):  # an edge to a node without a record still shows the node
+            nodes.setdefault(end, {"id": end, "label": str(end), "value": math.nan,
+                                   "fields": {spec.node: end}, "color": None})
+        edges.append({"source": src, "target": dst, "value": float(row["value"]),
+                      "label": _FORMAT.format(spec.edge_label, **fields)})
+    ids = list(nodes)
+    if spec.position is not None:
+        xf, yf = spec.position
+        places = {i: (float(nodes[i]["fields"].get(xf, 0.0)),
+                      float(nodes[i]["fields"].get(yf, 0.0))) for i in ids}
+        levels = {i: int(places[i][0]) for i in ids}
+    else:
+        given = ({i: int(nodes[i]["fields"][spec.level]) for i in ids
+                  if spec.level in nodes[i]["fields"]} if spec.level else {})
+        pairs = [(e["source"], e["target"]) for e in edges]
+        if len(given) == len(ids):
+            levels = given
+            places = _place(ids, pairs, levels)
+        else:
+            places = layered_layout(ids, pairs)
+            levels = {i: int(places[i][0]) for i in ids}
+    for i in ids:
+        nodes[i]["x"], nodes[i]["y"] = places[i]
+        nodes[i]["level"] = levels[i]
+    out.nodes, out.edges = [nodes[i] for i in ids], edges
+    return out
+
+
+def layered_layout(nodes: Sequence[Any], edges: Sequence[tuple[Any, Any]]
+                   ) -> dict[Any, tuple[float, float]]:
+    """Positions ``(level, row)`` of a directed acyclic graph: the level of a node is the
+    longest path to it from a node without incoming edges (an input, which has none, sits one
+    level before its first consumer, so its edge does not run across other levels); within a
+    level nodes are ordered by
+    the mean row of their predecessors (fewer crossings), ties in the given order, and each
+    level is centred on row 0. Deterministic; a cycle is an error."""
+    preds: dict[Any, list[Any]] = {n: [] for n in nodes}
+    succs: dict[Any, list[Any]] = {n: [] for n in nodes}
+    for a, b in edges:
+        preds[b].append(a)
+        succs[a].append(b)
+    waiting = {n: len(preds[n]) for n in nodes}
+    ready = [n for n in nodes if waiting[n] == 0]
+    level: dict[Any, int] = {}
+    for n in ready:  # grows while it is read: Kahn's algorithm in the given order
+        level[n] = 1 + max((level[p] for p in preds[n]), default=-1)
+        for s in succs[n]:
+            waiting[s] -= 1
+            if waiting[s] == 0:
+                ready.append(s)
+    if len(level) != len(nodes):
+        raise ValueError("the graph has a cycle; a layered layout needs a DAG")
+    for n in nodes:  # an input sits just before its first consumer: no edge jumps over nodes
+        if not preds[n] and succs[n]:
+            level[n] = min(level[s] for s in succs[n]) - 1
+    return _place(nodes, edges, level)
+
+
+def _place(nodes: Sequence[Any], edges: Sequence[tuple[Any, Any]], level: Mapping[Any, int]
+           ) -> dict[Any, tuple[float, float]]:
+    """Rows within each level: barycentre sweeps (forward by predecessors, back by successors,
+    forward again), each level centred on row 0."""
+    preds: dict[Any, list[Any]] = {n: [] for n in nodes}
+    succs: dict[Any, list[Any]] = {n: [] for n in nodes}
+    for a, b in edges:
+        preds[b].append(a)
+        succs[a].append(b)
+    by_level: dict[int, list[Any]] = {}
+    for n in nodes:
+        by_level.setdefault(level[n], []).append(n)
+    row: dict[Any, float] = {}
+
+    def sweep(levels: list[int], neighbours: dict[Any, list[Any]]) -> None:
+        for lv in levels:
+            members = by_level[lv]
+
+            def centre(n: Any) -> float:
+                placed = [row[p] for p in neighbours[n] if p in row]
+                return sum(placed) / len(placed) if placed else row.get(n, math.inf)
+
+            keys = {n: (centre(n), i) for i, n in enumerate(members)}
+            by_level[lv] = members = sorted(members, key=keys.__getitem__)
+            for k, n in enumerate(members):
+                row[n] = k - (len(members) - 1) / 2
+
+    order = sorted(by_level)
+    sweep(order, preds)
+    sweep(order[::-1], succs)
+    sweep(order, preds)
+    return {n: (float(level[n]), row[n]) for n in nodes}

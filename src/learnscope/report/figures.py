@@ -7,6 +7,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from html import escape as html_escape
 
 import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
@@ -38,6 +39,8 @@ def draw(fig: FigureData, colours: Mapping[str, str] | None = None) -> go.Figure
     by name (see :func:`shared_series_colours`), the others take the palette by position."""
     if fig.kind == "heatmap":
         return heatmap_figure(fig)
+    if fig.kind == "graph":
+        return graph_figure(fig)
     if fig.kind == "scatter" and any(s.c is not None for s in fig.series):
         return coloured_scatter_figure(fig)
     colours = colours or {}
@@ -116,6 +119,62 @@ def coloured_scatter_figure(fig: FigureData, height: int = 460) -> go.Figure:
     out.update_xaxes(title=fig.x_title, type="log" if fig.log_x else "linear")
     out.update_yaxes(title=fig.y_title, type="log" if fig.log_y else "linear")
     return out
+
+
+def graph_figure(fig: FigureData, *, row_px: int = 110) -> go.Figure:
+    """A directed graph: nodes as markers with their label below on a white ground (coloured
+    by ``color`` on one scale with a colour bar), edges as arrows from source to target with
+    their label at the middle, every field of a node in its hover text. The height grows with the rows of the
+    tallest level and the lines of a label, so labels keep their room; the width is the
+    report's."""
+    xs = [float(n["x"]) for n in fig.nodes]
+    ys = [-float(n["y"]) for n in fig.nodes]  # row 0 on top
+    at = {n["id"]: (x, y) for n, x, y in zip(fig.nodes, xs, ys, strict=True)}
+    colours = [n["color"] for n in fig.nodes]
+    coloured = any(c is not None for c in colours)
+    out = go.Figure()
+    for e in fig.edges:
+        (x0, y0), (x1, y1) = at[e["source"]], at[e["target"]]
+        out.add_annotation(x=x1, y=y1, ax=x0, ay=y0, xref="x", yref="y", axref="x", ayref="y",
+                           showarrow=True, arrowhead=2, arrowsize=1.3, arrowwidth=1.4,
+                           arrowcolor="#777", standoff=13, startstandoff=13, text="")
+        if e["label"]:
+            out.add_annotation(x=(x0 + x1) / 2, y=(y0 + y1) / 2, xref="x",
+                               yref="y", text=e["label"], showarrow=False,
+                               font={"size": 10, "color": "#444"},
+                               bgcolor="rgba(255,255,255,0.85)", borderpad=1)
+    hover = ["<br>".join(f"{html_escape(str(k))}: {html_escape(_hover_value(v))}"
+                         for k, v in n["fields"].items()) or html_escape(str(n["id"]))
+             for n in fig.nodes]
+    values = [c for c in colours if c is not None and math.isfinite(c)]
+    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+    out.add_trace(go.Scatter(
+        x=xs, y=ys, mode="markers", hovertext=hover,
+        hoverinfo="text", showlegend=False,
+        marker={"size": 20, "line": {"width": 1, "color": "#333"},
+                "color": [c if c is not None else math.nan for c in colours] if coloured
+                else PALETTE[0],
+                "colorscale": "Viridis", "cmin": lo, "cmax": hi, "showscale": coloured,
+                "colorbar": {"title": {"text": fig.colorbar}, "thickness": 14}}))
+    for n, x, y in zip(fig.nodes, xs, ys, strict=True):  # after the arrows: drawn over them
+        out.add_annotation(x=x, y=y, xref="x", yref="y", text=n["label"], showarrow=False,
+                           yanchor="top", yshift=-13, font={"size": 11},
+                           bgcolor="rgba(255,255,255,0.85)", borderpad=1)
+    rows = max(ys) - min(ys) + 1 if ys else 1
+    lines = max((n["label"].count("<br>") + 1 for n in fig.nodes), default=1)
+    out.update_layout(title=fig.title, template="plotly_white",
+                      height=int(140 + rows * max(row_px, 30 + 15 * lines)),
+                      margin={"l": 30, "r": 30, "t": 70, "b": 40})
+    pad = 0.45
+    out.update_xaxes(visible=bool(fig.x_title), showgrid=False, zeroline=False,
+                     showticklabels=False, title=fig.x_title,
+                     range=[min(xs, default=0) - pad, max(xs, default=0) + pad])
+    out.update_yaxes(visible=False, range=[min(ys, default=0) - 0.75, max(ys, default=0) + 0.4])
+    return out
+
+
+def _hover_value(v: object) -> str:
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
 def heatmap_figure(fig: FigureData, height: int = 420) -> go.Figure:
