@@ -14,6 +14,7 @@ from learnscope.studies.backprop import (
     VALUE_OPS,
     BackpropConfig,
     _graph_records,
+    dense_layer_graph,
     engine_vs_torch,
     evaluate_program,
     gradient_check,
@@ -33,13 +34,34 @@ def test_graph_of_e_levels_and_backward_order():
     c, d = a + b, b + 1
     e = c * d
     c.label, d.label, e.label = "c", "d", "e"
-    recs = [r for r in _graph_records("e", e, row_offset=0) if r.key == "node_grad"]
+    recs = [r for r in _graph_records("e", e) if r.key == "node_grad"]
     by_node = {r.meta["node"]: r for r in recs}
     assert {n: by_node[n].meta["node_level"] for n in ("a", "b", "c", "d", "e")} == \
         {"a": 0, "b": 0, "c": 1, "d": 1, "e": 2}
     assert by_node["e"].meta["backward_step"] == 0
     assert by_node["a"].value == 2.0 and by_node["b"].value == 5.0  # b+1, (a+b)+(b+1)
     assert by_node["c"].meta["local"] == "d/d(a) = 1, d/d(b) = 1"
+    edges = {(r.meta["source"], r.meta["target"]): r.value
+             for r in _graph_records("e", e) if r.key == "edge_local"}
+    # de/dc = d = 2, de/dd = c = 3; the constant 1 of d = b + 1 is a node too
+    assert edges == {("c", "e"): 2.0, ("d", "e"): 3.0, ("a", "c"): 1.0, ("b", "c"): 1.0,
+                     ("b", "d"): 1.0, ("1", "d"): 1.0}
+
+
+def test_graph_records_need_unique_labels():
+    a = Value(1.0, label="x")
+    with pytest.raises(ValueError, match="share a label"):
+        _graph_records("g", a * Value(2.0, label="x"))
+
+
+def test_dense_layer_graph_matches_the_closed_form_and_runs_in_order():
+    graph, error = dense_layer_graph(4)
+    assert error <= 1e-12
+    assert sorted(n.label for n in graph.nodes if n.op == "AccumulateGrad") == ["bias", "weight"]
+    assert len(graph.nodes) == 8 and len(graph.edges) == 7
+    assert sorted(n.backward_step for n in graph.nodes) == list(range(8))
+    again, _ = dense_layer_graph(4)
+    assert [n.grad_norm for n in again.nodes] == [n.grad_norm for n in graph.nodes]
 
 
 def test_run_graphs_chain_rule_error_is_rounding_and_deterministic():
@@ -48,6 +70,9 @@ def test_run_graphs_chain_rule_error_is_rounding_and_deterministic():
     assert [(r.key, r.value) for r in first] == [(r.key, r.value) for r in again]
     (err,) = [r.value for r in first if r.key == "chain_rule_abs_error"]
     assert err <= 1e-12
+    assert sum(r.value for r in first if r.key in ("order_violations", "nodes_not_run")) == 0
+    assert len([r for r in first if r.key == "order_violations"]) == 2  # e and the dense layer
+    assert len([r for r in first if r.key == "torch_node_grad"]) == 8
 
 
 def test_random_program_runs_identically_on_both_backends():

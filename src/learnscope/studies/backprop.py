@@ -14,10 +14,14 @@ Setup (all in float64, no training):
 
 - Graphs: e = (a + b)(b + 1) (the classic example of Olah 2015, "Calculus on computational
   graphs: backpropagation") and one dense tanh neuron y = tanh(w1 x1 + w2 x2 + b), with inputs
-  drawn per seed, recorded by the scalar engine. The figure places each node by its level
-  (longest path from a leaf) and the table lists every node with its operation, value, local
-  derivatives, gradient and the step at which backward reached it (a table because the figure
-  kit draws no edges).
+  drawn per seed, recorded by the scalar engine and drawn as graphs: each node with its value
+  and gradient, each edge with its local derivative, the colour the step at which backward
+  reached the node; the table lists the same nodes in backward order. Next to them,
+  torch.autograd's own recorded graph (``learnscope.measures.autograd_graph``) of one dense
+  layer nn.Linear(3, 2) with tanh and a squared error, L = sum((tanh(W x + b) - t)^2): its
+  backward functions (AddmmBackward0, TBackward0, TanhBackward0, ..., AccumulateGrad for the
+  weight and the bias), run with a hook on every node that records the order in which torch's
+  engine ran them and the gradient sent along each edge.
 - Engine vs torch: random expressions (random DAGs of +, -, *, safe division, squares, exp,
   tanh, ReLU and sigmoid over a few inputs), evaluated and differentiated by the scalar engine
   and by torch.autograd.
@@ -41,6 +45,12 @@ Claims (each over all seeds):
 
 - chain-rule-by-hand: the engine's gradients of e = (a + b)(b + 1) equal the closed forms
   de/da = b + 1 and de/db = (a + b) + (b + 1) to rounding (max error <= 1e-12).
+- dense-layer-by-hand: torch's gradients of the dense layer's loss equal the closed forms
+  dL/db = 2 (y - t)(1 - y^2) and dL/dW = dL/db x^T (max error <= 1e-12).
+- backward-in-topological-order: in torch's recorded graphs of e and of the dense layer, the
+  engine ran every node exactly once, each after every node that consumed its output (reverse
+  topological order, as observed by the hooks, not assumed): no edge against the order, no node
+  left out.
 - engine-matches-torch: the scalar engine's gradients equal torch.autograd's on every random
   expression to a relative error of 1e-10 or less (the worst over seeds).
 - autograd-matches-finite-differences: in float64 at the configured step h, autograd and central
@@ -66,10 +76,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from learnscope.analysis import Claim, LinePlot, Lines, Results, Scatter, Table
+from learnscope.analysis import Claim, Graph, LinePlot, Lines, Results, Scatter, Table
 from learnscope.analysis.claims import above, all_of, at_least, at_most, below, claim
 from learnscope.config import StudyConfig, param
 from learnscope.data import mnist1d
+from learnscope.measures.autograd_graph import (
+    AutogradGraph,
+    topological_violations,
+    traced_backward,
+)
 from learnscope.measures.scalar_autograd import Value
 from learnscope.seeding import numpy_rng, torch_generator
 from learnscope.store.records import Record
@@ -77,6 +92,7 @@ from learnscope.studies import register
 from learnscope.studies.base import Part, Study, Trial, TrialOutput, part
 
 ACTIVATIONS = ("sigmoid", "relu")
+ENGINE_NODE_LABEL = "<b>{node}</b><br>value {node_value:.3g}<br>grad {value:.3g}"
 UNARY = ("exp", "tanh", "relu", "sigmoid", "square")
 BINARY = ("add", "sub", "mul", "div")
 F64 = torch.float64
@@ -150,10 +166,25 @@ class Backprop(Study[BackpropConfig]):
         lin_error = float(np.max(linear.values("collapse_rel_error")))
         rank_gap = float(np.max(np.abs(linear.values("product_rank")
                                        - linear.values("narrowest_width"))))
+        dense_error = float(np.max(graph.values("dense_closed_form_abs_error")))
+        order = graph.records
+        violations = order[order["key"] == "order_violations"]["value"]
+        not_run = order[order["key"] == "nodes_not_run"]["value"]
         return [
             claim("chain-rule-by-hand", "the scalar engine's gradients of e = (a + b)(b + 1) "
                   "equal the closed forms de/da = b + 1, de/db = (a + b) + (b + 1) (worst over "
                   "seeds)", "max_abs_error", chain_error, at_most(1e-12)),
+            claim("dense-layer-by-hand", "torch.autograd's gradients of L = sum((tanh(W x + "
+                  "b) - t)^2) for one dense layer equal the closed forms dL/db = 2 (y - t)(1 - "
+                  "y^2), dL/dW = dL/db x^T (worst over seeds)", "max_abs_error", dense_error,
+                  at_most(1e-12)),
+            all_of("backward-in-topological-order", "torch's engine, observed by a hook on "
+                   "every node of its recorded graphs (e = (a + b)(b + 1) and the dense layer), "
+                   "runs every node once and only after all the nodes that consumed its output "
+                   "(all seeds)",
+                   {"edges_run_against_the_order": (float(violations.sum()), at_most(0)),
+                    "nodes_not_run": (float(not_run.sum()), at_most(0)),
+                    "graphs_checked": (float(len(violations)), at_least(2 * cfg.seeds))}),
             claim("engine-matches-torch", f"a scalar engine of a few dozen lines computes the "
                   f"same gradients as torch.autograd on {cfg.expressions} random expressions of "
                   f"{cfg.expression_ops} operations per seed (float64, worst over seeds)",
@@ -187,14 +218,34 @@ class Backprop(Study[BackpropConfig]):
                     "max_rank_minus_narrowest": (rank_gap, at_most(0))}),
         ]
 
-    def figures(self, cfg: BackpropConfig) -> list[LinePlot | Scatter]:
+    def figures(self, cfg: BackpropConfig) -> list[Graph | LinePlot | Scatter]:
         return [
-            Scatter("Computation graphs recorded by the scalar engine (first seed)",
-                    "node_row", "node_level", where={"seed": cfg.seed}, group="graph",
-                    label="{graph}", x_title="level (longest path from an input, in operations)",
-                    y_title="node within its level (graphs stacked: e below)",
-                    caption="Each point is a node; the table below names them, with local "
-                            "derivatives and the step at which backward reached each."),
+            Graph("The scalar engine's graph of e = (a + b)(b + 1) (first seed)",
+                  "node_grad", "edge_local", where={"seed": cfg.seed, "graph": "e = (a+b)(b+1)"},
+                  label=ENGINE_NODE_LABEL, color="backward_step",
+                  color_title="backward step", x_title="forward pass: inputs to output",
+                  caption="Each arrow carries its local derivative d(head)/d(tail); a node's "
+                          "gradient is the sum over its outgoing arrows of local derivative "
+                          "times the head's gradient, filled in backward order (colour): e "
+                          "first, the inputs last."),
+            Graph("The scalar engine's graph of one tanh neuron (first seed)",
+                  "node_grad", "edge_local", where={"seed": cfg.seed, "graph": "tanh neuron"},
+                  label=ENGINE_NODE_LABEL, color="backward_step",
+                  color_title="backward step", x_title="forward pass: inputs to output",
+                  caption="y = tanh(w1 x1 + w2 x2 + b): the tanh arrow carries 1 - y^2, each "
+                          "product passes the other factor to a weight, so dy/dw1 = "
+                          "(1 - y^2) x1; colour is the backward order."),
+            Graph("torch.autograd's recorded graph of a dense layer (first seed)",
+                  "torch_node_grad", "torch_edge_grad",
+                  where={"seed": cfg.seed, "graph": TORCH_DENSE}, node="node_index",
+                  label="{node}<br>|grad| {value:.3g} ({grad_shape})",
+                  edge_label="{value:.3g}", color="backward_step",
+                  color_title="backward step (as run)", x_title="forward pass: parameters to "
+                  "loss L = sum((tanh(W x + b) - t)^2)",
+                  caption="Nodes are torch's backward functions (weight and bias end in "
+                          "AccumulateGrad; the input x needs no gradient, so it is no node); "
+                          "arrow labels are the norms of the gradients torch sent back along "
+                          "them, colour the order in which its engine ran the nodes (hooks)."),
             LinePlot("Weight-gradient norm per layer at initialisation (He init)", "layer",
                      (Lines({"part": "depth"}, group="activation", label="{activation}"),),
                      key="grad_norm", x_title="layer (1 = next to the input)",
@@ -244,7 +295,7 @@ def run_graphs(cfg: BackpropConfig, trial: Trial) -> TrialOutput:
     d.parents[1].label = "1"
     e = c * d
     e.label = "e = c * d"
-    records = _graph_records("e = (a+b)(b+1)", e, row_offset=0)
+    records = _graph_records("e = (a+b)(b+1)", e)
     e.backward()
     error = max(abs(a.grad - (b0 + 1)), abs(b.grad - ((a0 + b0) + (b0 + 1))))
     records.append(Record("chain_rule_abs_error", error))
@@ -260,31 +311,102 @@ def run_graphs(cfg: BackpropConfig, trial: Trial) -> TrialOutput:
     z.label = "z = ... + b"
     y = z.tanh()
     y.label = "y = tanh(z)"
-    records += _graph_records("tanh neuron", y, row_offset=4)
+    records += _graph_records("tanh neuron", y)
+
+    records += _torch_e_records(a0, b0)
+    records += _torch_dense_records(trial.seed)
     return TrialOutput(records)
 
 
-def _graph_records(graph: str, root: Value, row_offset: int) -> list[Record]:
-    """Per node: its gradient (with value, operation, local derivatives and backward step as
-    metadata) and its drawing position (level, row shifted by ``row_offset`` per graph)."""
+TORCH_DENSE = "torch: dense tanh layer"
+
+
+def dense_layer_graph(seed: int) -> tuple[AutogradGraph, float]:
+    """torch.autograd's traced graph of one dense layer with a squared error,
+    L = sum((tanh(W x + b) - t)^2) for nn.Linear(3, 2), and the largest difference between its
+    weight and bias gradients and the closed forms dL/db = 2 (y - t) (1 - y^2),
+    dL/dW = dL/db x^T."""
+    gen = torch_generator(seed, "backprop-dense")
+    layer = torch.nn.Linear(3, 2).to(F64)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(2, 3, generator=gen, dtype=F64))
+        layer.bias.copy_(torch.randn(2, generator=gen, dtype=F64))
+    x = torch.randn(1, 3, generator=gen, dtype=F64)
+    target = torch.rand(1, 2, generator=gen, dtype=F64) * 2 - 1
+    y = torch.tanh(layer(x))
+    loss = ((y - target) ** 2).sum()
+    graph = traced_backward(loss, dict(layer.named_parameters()))
+    with torch.no_grad():
+        delta = (2 * (y - target) * (1 - y ** 2))[0]
+        error = max(float((layer.bias.grad - delta).abs().max()),
+                    float((layer.weight.grad - torch.outer(delta, x[0])).abs().max()))
+    return graph, error
+
+
+def _torch_e_records(a0: float, b0: float) -> list[Record]:
+    """The backward order of torch's graph of e = (a + b)(b + 1) (edges run against it, nodes
+    it never ran)."""
+    a = torch.tensor(a0, dtype=F64, requires_grad=True)
+    b = torch.tensor(b0, dtype=F64, requires_grad=True)
+    wrong, unvisited = topological_violations(traced_backward((a + b) * (b + 1),
+                                                              {"a": a, "b": b}))
+    meta = {"torch_graph": "e = (a+b)(b+1)"}
+    return [Record("order_violations", float(wrong), meta=meta),
+            Record("nodes_not_run", float(unvisited), meta=meta)]
+
+
+def _torch_dense_records(seed: int) -> list[Record]:
+    """Nodes (gradient norm received, backward step) and edges (gradient norm sent back) of
+    torch's graph of one dense layer, its backward order and its closed-form check."""
+    graph, error = dense_layer_graph(seed)
+    wrong, unvisited = topological_violations(graph)
+    meta = {"torch_graph": TORCH_DENSE}
+    records = [Record("dense_closed_form_abs_error", error),
+               Record("order_violations", float(wrong), meta=meta),
+               Record("nodes_not_run", float(unvisited), meta=meta)]
+    for n in graph.nodes:
+        records.append(Record("torch_node_grad", n.grad_norm if n.grad_norm is not None
+                              else math.nan,
+                              meta={"graph": TORCH_DENSE, "node_index": n.index,
+                                    "node": n.label, "op": n.op,
+                                    "backward_step": n.backward_step if n.backward_step
+                                    is not None else -1,
+                                    "grad_shape": _shape(n.grad_shape)}))
+    for e in graph.edges:
+        records.append(Record("torch_edge_grad", e.grad_norm if e.grad_norm is not None
+                              else math.nan,
+                              meta={"graph": TORCH_DENSE, "source": e.source,
+                                    "target": e.target, "grad_shape": _shape(e.grad_shape)}))
+    return records
+
+
+def _shape(shape: tuple[int, ...] | None) -> str:
+    if shape is None:
+        return "none"
+    return "scalar" if not shape else " x ".join(str(d) for d in shape)
+
+
+def _graph_records(graph: str, root: Value) -> list[Record]:
+    """Per node: its gradient (with value, operation, local derivatives, level and backward
+    step as metadata); per edge (parent to child): the local derivative d child / d parent."""
     order = root.backward()
     levels: dict[int, int] = {}
     for node in reversed(order):  # parents before children
         levels[id(node)] = 1 + max((levels[id(p)] for p in node.parents), default=-1)
-    rows: dict[int, int] = {}
+    names = {id(node): node.label or f"{node.data:g}" for node in order}
+    if len(set(names.values())) != len(order):
+        raise ValueError(f"graph {graph!r}: two nodes share a label")
     records = []
     for step, node in enumerate(order):
-        level = levels[id(node)]
-        row = rows.get(level, 0)
-        rows[level] = row + 1
-        local = ", ".join(f"d/d({p.label or f'{p.data:g}'}) = {dv:.4g}"
+        local = ", ".join(f"d/d({names[id(p)]}) = {dv:.4g}"
                           for p, dv in zip(node.parents, node.local, strict=True)) or "input"
-        meta = {"graph": graph, "node": node.label or f"{node.data:g}", "op": node.op or "leaf",
-                "node_level": level, "backward_step": step, "local": local,
+        meta = {"graph": graph, "node": names[id(node)], "op": node.op or "leaf",
+                "node_level": levels[id(node)], "backward_step": step, "local": local,
                 "node_value": node.data}
         records.append(Record("node_grad", node.grad, meta=meta))
-        records.append(Record("node_row", float(row + row_offset), meta={"graph": graph,
-                                                              "node_level": level}))
+        records += [Record("edge_local", dv, meta={"graph": graph, "source": names[id(p)],
+                                                   "target": names[id(node)]})
+                    for p, dv in zip(node.parents, node.local, strict=True)]
     return records
 
 
