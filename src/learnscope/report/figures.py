@@ -121,7 +121,7 @@ def coloured_scatter_figure(fig: FigureData, height: int = 460) -> go.Figure:
     return out
 
 
-def graph_figure(fig: FigureData, *, row_px: int = 110) -> go.Figure:
+def graph_figure(fig: FigureData, *, row_px: int = 80) -> go.Figure:
     """A directed graph: nodes as markers with their label below on a white ground (coloured
     by ``color`` on one scale with a colour bar), edges as arrows from source to target with
     their label at the middle, every field of a node in its hover text. The height grows with the rows of the
@@ -156,20 +156,29 @@ def graph_figure(fig: FigureData, *, row_px: int = 110) -> go.Figure:
                 else PALETTE[0],
                 "colorscale": "Viridis", "cmin": lo, "cmax": hi, "showscale": coloured,
                 "colorbar": {"title": {"text": fig.colorbar}, "thickness": 14}}))
+    # Labels go below their node; with many levels, every other level's go above, so the
+    # labels of neighbouring levels do not run into each other on a narrow page.
+    columns = sorted(set(xs))
+    alternate = len(columns) > 5
+    above = {x for k, x in enumerate(columns) if alternate and k % 2 == 1}
     for n, x, y in zip(fig.nodes, xs, ys, strict=True):  # after the arrows: drawn over them
+        up = x in above
         out.add_annotation(x=x, y=y, xref="x", yref="y", text=n["label"], showarrow=False,
-                           yanchor="top", yshift=-13, font={"size": 11},
-                           bgcolor="rgba(255,255,255,0.85)", borderpad=1)
+                           yanchor="bottom" if up else "top", yshift=13 if up else -13,
+                           font={"size": 11}, bgcolor="rgba(255,255,255,0.85)", borderpad=1)
     rows = max(ys) - min(ys) + 1 if ys else 1
     lines = max((n["label"].count("<br>") + 1 for n in fig.nodes), default=1)
+    # pixels between two rows: a label (or two facing labels), the marker and a gap
+    row_gap = (2 if above else 1) * (15 * lines + 18) + 24
+    top = 0.75 if above else 0.4
     out.update_layout(title=fig.title, template="plotly_white",
-                      height=int(140 + rows * max(row_px, 30 + 15 * lines)),
+                      height=int(110 + (rows - 1 + 0.75 + top) * max(row_px, row_gap)),
                       margin={"l": 30, "r": 30, "t": 70, "b": 40})
     pad = 0.45
     out.update_xaxes(visible=bool(fig.x_title), showgrid=False, zeroline=False,
                      showticklabels=False, title=fig.x_title,
                      range=[min(xs, default=0) - pad, max(xs, default=0) + pad])
-    out.update_yaxes(visible=False, range=[min(ys, default=0) - 0.75, max(ys, default=0) + 0.4])
+    out.update_yaxes(visible=False, range=[min(ys, default=0) - 0.75, max(ys, default=0) + top])
     return out
 
 
