@@ -129,3 +129,15 @@ def test_report_html_contains_the_graph():
         fig, FigureData("line", "a line")])
     html = render([section], title="t")
     assert "e: 9 grad 1" in html and "backward step" in html and "how to read it" in html
+
+
+def test_a_wide_graph_puts_every_other_level_label_above():
+    recs = [Record("n", 1.0, meta={"node": k}) for k in range(7)]
+    recs += [Record("edge", 1.0, meta={"source": k, "target": k + 1}) for k in range(6)]
+    fig = evaluate(Graph("chain", "n", "edge"), Results([TrialResult("t", {}, "finished", recs)]))
+    labels = [a for a in draw(fig).layout.annotations if a.yshift]  # node labels, not edges
+    assert [a.yanchor for a in sorted(labels, key=lambda a: a.x)] == [
+        "top", "bottom", "top", "bottom", "top", "bottom", "top"]
+    narrow = evaluate(Graph("chain", "n", "edge"),
+                      Results([TrialResult("t", {}, "finished", recs[:3] + recs[7:9])]))
+    assert {a.yanchor for a in draw(narrow).layout.annotations if a.yshift} == {"top"}
