@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
 from learnscope.analysis import Analysis, Claim, Results, Table, evaluate
-from learnscope.analysis.figures import Heatmap, LinePlot, Scatter
+from learnscope.analysis.figures import Graph, Heatmap, LinePlot, Scatter
 from learnscope.config import StudyConfig
 from learnscope.store.records import Record, TrialResult
 
@@ -156,7 +156,7 @@ class Study(Generic[Cfg]):
     def claims(self, cfg: Cfg, results: Results) -> list[Claim]:
         raise NotImplementedError
 
-    def figures(self, cfg: Cfg) -> list[LinePlot | Heatmap | Scatter]:
+    def figures(self, cfg: Cfg) -> list[LinePlot | Heatmap | Scatter | Graph]:
         return []
 
     def tables(self, cfg: Cfg, results: Results) -> list[Table]:
