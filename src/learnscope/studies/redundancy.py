@@ -12,8 +12,8 @@ redundant). Test accuracy meanwhile does not drop
 with width: the unused capacity costs nothing.
 
 Units also change how alike they are while training (symmetry breaking). Random initialisation
-makes units different; what training then does is measured, not assumed: the mean ``|cosine|``
-between the centred activation vectors of the last hidden layer's units first *rises* well above
+makes units different; what training then does is measured, not assumed: the mean |cosine|
+between the centred activation vectors of the last hidden layer's units first rises well above
 its value at initialisation (early in training the gradient has few directions, so all units
 move the same way: early alignment, Maennel et al. 2018, Atanasov et al. 2021) and then falls
 back from that peak as units specialise, ending above where it started.
@@ -21,11 +21,11 @@ back from that peak as units specialise, ending above where it started.
 Setup: MNIST-1D (4000 train / 1000 test), MLPs 40-h-h-10 (ReLU) over a range of widths h, Adam
 (learning rate 1e-3, batch 100) for a fixed number of steps; each width's seeds train as one
 stack of models. Unit similarity is measured at log-spaced steps on held-out inputs. After
-training: the participation ratio ``(sum λ)^2 / sum λ^2`` of each hidden layer's activation
-covariance on the test inputs, near-duplicate units (centred activations, ``|cosine|`` above a
-threshold, i.e. ``|correlation|``), and the Hessian of the cross-entropy on a batch of training
+training: the participation ratio (sum λ)^2 / sum λ^2 of each hidden layer's activation
+covariance on the test inputs, near-duplicate units (centred activations, |cosine| above a
+threshold, i.e. |correlation|), and the Hessian of the cross-entropy on a batch of training
 examples: Lanczos (full reorthogonalisation) on Hessian-vector products gives its top
-eigenvalues; the effective dimension counts those above ``hessian_fraction`` of the largest
+eigenvalues; the effective dimension counts those above hessian_fraction of the largest
 (5% by default; at 1% the count is not resolved by a cheap Lanczos and approaches its step
 count, so 1% is not used for claims).
 
