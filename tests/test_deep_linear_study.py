@@ -127,3 +127,63 @@ def test_every_seed_of_a_stack_learns_its_own_teacher():
         assert times == sorted(times)
         final = [r.value for r in out.records if r.key == "mode_fraction" and r.step == 600]
         assert all(abs(f - 1) < 1e-3 for f in final)
+
+
+def test_log_schedule_is_dense_early_and_keeps_both_ends():
+    from learnscope.studies.deep_linear import log_schedule
+
+    steps = log_schedule(8000, 120)
+    assert {0, 8000} <= steps and max(steps) == 8000 and min(steps) == 0
+    assert set(range(0, 11)) <= steps  # every step at first
+    assert 60 <= len(steps) <= 121
+    late = sorted(s for s in steps if s > 1000)
+    assert all(b / a < 1.1 for a, b in zip(late, late[1:], strict=False))  # geometric
+    assert log_schedule(5, 20) == set(range(6))
+
+
+def test_completion_part_depth1_is_the_zero_fill_and_depth3_recovers():
+    """The completion part on a small problem: depth 1 ends at the zero fill (error 1 on the
+    unobserved entries, up to its tiny random start), depth 3 recovers M* at 3 observations per
+    degree of freedom with an effective rank near M*'s, learning the larger singular value
+    first; every trial of the batch has its own M* and mask."""
+    from learnscope.studies.base import Trial
+    from learnscope.studies.deep_linear import DeepLinearConfig, train_completion
+
+    cfg = DeepLinearConfig(completion_n=12, completion_rank=2, obs_per_dof=(1.5, 3.0),
+                           completion_steps=3000, completion_log_points=60)
+    trials = [Trial({"part": "completion", "depth": d, "obs_per_dof": 3.0, "seed": s})
+              for d in (1, 3) for s in (0, 1)]
+
+    def final(out, key):
+        (last,) = [r.value for r in out.records if r.key == key
+                   and r.step == cfg.completion_steps]
+        return last
+
+    shallow = train_completion(cfg, trials[:2])
+    deep = train_completion(cfg, trials[2:])
+    for out in shallow:
+        assert abs(final(out, "unobserved_error") - 1.0) < 1e-3
+        assert final(out, "effective_rank") > 4
+        assert final(out, "observed_residual") < 1e-8
+    for out in deep:
+        assert final(out, "unobserved_error") < 0.05
+        truth = [r.value for r in out.records if r.key == "truth_effective_rank"][0]
+        assert abs(final(out, "effective_rank") - truth) < 0.1
+        t1, t2 = [r.value for r in out.records if r.key == "sv_learn_step"]
+        assert t1 < t2
+    assert final(deep[0], "observed_residual") != final(deep[1], "observed_residual")
+    (count,) = [r.value for r in deep[0].records if r.key == "observed_entries"]
+    assert count == round(3.0 * 2 * (2 * 12 - 2))
+
+
+def test_completion_config_checks():
+    import pytest
+
+    from learnscope.errors import ConfigError
+    from learnscope.studies.deep_linear import DeepLinearConfig
+
+    for bad in ({"completion_depths": (2, 3, 4)}, {"completion_depths": (1, 2, 2)},
+                {"obs_per_dof": (2.0, 1.5)}, {"completion_n": 8, "completion_rank": 2},
+                {"completion_rank": 20}):
+        with pytest.raises(ConfigError):
+            DeepLinearConfig(**bad).check()
