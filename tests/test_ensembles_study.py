@@ -11,6 +11,7 @@ from learnscope.studies.ensembles import (
     SmoothedCubicReLU,
     ViewNet,
     _FunctionalStack,
+    _mean_subset_accuracy,
     _Recipe,
     distillation_loss,
 )
@@ -87,3 +88,15 @@ def test_functional_stack_trains_each_model_as_alone():
                 for name, p in alone.named_parameters():
                     torch.testing.assert_close(stack.params[name][m], p.detach(), atol=1e-5,
                                                rtol=1e-4)
+
+
+def test_mean_subset_accuracy_spans_single_networks_to_the_full_ensemble():
+    g = torch.Generator().manual_seed(3)
+    logits, y = torch.randn(4, 50, 3, generator=g), torch.randint(3, (50,), generator=g)
+    single = (logits.argmax(-1) == y).float().mean(1)
+    assert abs(_mean_subset_accuracy(logits, y, 1) - float(single.mean())) < 1e-6
+    full = float((logits.mean(0).argmax(-1) == y).float().mean())
+    assert abs(_mean_subset_accuracy(logits, y, 4) - full) < 1e-6
+    pairs = [float((logits[[i, (i + 1) % 4]].mean(0).argmax(-1) == y).float().mean())
+             for i in range(4)]
+    assert abs(_mean_subset_accuracy(logits, y, 2) - sum(pairs) / 4) < 1e-6
