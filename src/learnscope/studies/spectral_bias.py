@@ -99,6 +99,9 @@ class SpectralBiasConfig(StudyConfig):
     thresholds: tuple[float, ...] = param(
         (0.5, 0.2), "relative errors whose first passage is a component's learning time "
         "(decreasing; the first one also decides the delay ratios)", gt=0, lt=1, min_len=1)
+    snapshots: tuple[int, ...] = param(
+        (50, 250, 1500), "steps (multiples of eval_every) at which the network's output on the "
+        "grid is stored for the figure, besides the last step", ge=1, min_len=1)
 
     def check(self) -> None:
         ks = list(self.frequencies)
@@ -113,6 +116,8 @@ class SpectralBiasConfig(StudyConfig):
             raise ConfigError("field 'variants' lists a variant twice")
         if self.steps % self.eval_every:
             raise ConfigError("field 'steps' must be a multiple of eval_every")
+        if any(t % self.eval_every for t in self.snapshots):
+            raise ConfigError("field 'snapshots' must hold multiples of eval_every")
 
 
 def phases_of(seed: int, n: int) -> list[float]:
@@ -239,6 +244,15 @@ class SpectralBias(Study[SpectralBiasConfig]):
                         "briefly un-learns a fitted component; the first passage counts).")
             for v in cfg.variants]
         first = cfg.variants[0]
+        where = {"part": "fit", "variant": first}
+        figures.insert(0, LinePlot(
+            f"The network's output during training: {VARIANTS[first][0]} (first seed)", "x",
+            (Lines(where, key="target", label="target f", dash="dash"),
+             Lines(where, group="snapshot", label="step {snapshot}")),
+            key="output", seeds="first", x_title="x (one period)",
+            y_title="target and network output",
+            caption="Early outputs follow only the slow components of the target; the fast "
+                    "wiggles appear last."))
         figures.append(Heatmap(
             f"Relative error by frequency and training time: {VARIANTS[first][0]} (median over "
             "seeds)", "freq_error", rows="frequency", cols="log10_step",
@@ -294,10 +308,19 @@ def _train_stack(cfg: SpectralBiasConfig, variants: list[str], seed: int,
                        batch_size=None, x_train=x.float(),
                        y_train_by_model=targets.unsqueeze(2).float(), device=cfg.device)
     records: list[list[Record]] = [[] for _ in variants]
+    grid_points = grid.tolist()
+    for m, recs in enumerate(records):
+        recs += [Record("target", float(v), 0, "data", {"x": xi})
+                 for xi, v in zip(grid_points, targets[m].tolist(), strict=True)]
+    snapshots = {*cfg.snapshots, cfg.steps}
 
     def measure(step: int) -> None:
         out = stack.predict(x.float())[..., 0].double().cpu()
         residual = out - targets
+        if step in snapshots:
+            for m, recs in enumerate(records):
+                recs += [Record("output", float(v), step, "output", {"x": xi, "snapshot": step})
+                         for xi, v in zip(grid_points, out[m].tolist(), strict=True)]
         errors = frequency_errors(residual, targets, ks)  # (K, F)
         mse = (residual ** 2).mean(1)
         for m, recs in enumerate(records):
