@@ -12,6 +12,8 @@ from learnscope.data.corruptions import (
 )
 from learnscope.data.digits import digits
 from learnscope.data.mnist1d import mnist1d
+from learnscope.data.modular import modular_addition
+from learnscope.data.multiview import multiview
 from learnscope.data.regression import (
     RegressionData,
     legendre_features,
@@ -24,5 +26,5 @@ from learnscope.data.slabs import lms_data
 
 __all__ = ["ClassificationData", "RegressionData", "balanced_multiset", "bits12", "digits",
            "flip_labels", "gaussian_inputs", "legendre_features", "linear_teacher", "lms_data",
-           "mnist1d", "random_labels", "random_pixels", "random_relu_features",
+           "mnist1d", "modular_addition", "multiview", "random_labels", "random_pixels", "random_relu_features",
            "repeated_subset", "shuffled_pixels", "sine_1d", "with_label_noise"]
