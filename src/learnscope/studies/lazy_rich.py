@@ -55,7 +55,9 @@ Claims (medians over seeds):
 - part B: from the smallest scale s the diagonal net ends near the minimum-l1 interpolant
   (distance at most 0.2x the distance between the l1 and l2 interpolants), from the largest
   scale at the minimum-l2 interpolant (at most 0.01x), and its distance to the sparse truth
-  grows with s.
+  grows with s (by at least half the l1-l2 distance from the smallest to the largest s; a fall
+  of at most 1% of that distance between neighbouring scales counts as a tie: from s ~ 1 on
+  every run sits at the min-l2 solution up to the stopping tolerance).
 
 The --quick size: 2 seeds, alpha in {0.03, 0.3, 1, 10, 100} with 1000 steps, s in {0.01, 0.1,
 10}. Caveats: the lazy nets have not converged at 1000-2000 steps (their slow kernel modes), so
@@ -243,9 +245,7 @@ class LazyRich(Study[LazyRichConfig]):
                   "distance between the l1 and l2 interpolants",
                   "distance_to_l2_over_l1_l2", diag.where(s=s_hi).median("rel_dist_l2"),
                   at_most(0.01)),
-            monotone("error-grows-with-init-scale", "the distance to the sparse truth grows "
-                     "with the init scale s (from l1-like to l2-like solutions)",
-                     diag.curve("error_to_truth", "s"), increasing=True),
+            _error_grows(diag),
         ]
         return claims
 
@@ -321,6 +321,23 @@ class LazyRich(Study[LazyRichConfig]):
                       "||beta_l2 - beta_l1||",
                       ["init scale s", "GD steps", "train MSE", "||beta - beta*||",
                        "to min-l1", "to min-l2"], rows_b)]
+
+
+def _error_grows(diag: Results) -> Claim:
+    """The distance to the truth does not fall as s grows: the largest fall between neighbouring
+    scales is at most 1% of ||beta_l2 - beta_l1|| (beyond s ~ 1 every run sits at the min-l2
+    solution up to the stopping tolerance, so those steps are ties), and it rises overall."""
+    curve = diag.curve("error_to_truth", "s")
+    ys = list(curve.y)
+    gap = diag.median("l1_l2_distance")
+    fall = max((a - b for a, b in zip(ys, ys[1:], strict=False)), default=math.nan)
+    return all_of("error-grows-with-init-scale", "the distance to the sparse truth grows with "
+                  "the init scale s, from the l1-like to the l2-like solution (a fall of at "
+                  "most 1% of the l1-l2 distance between neighbouring scales counts as a tie)",
+                  {"largest_fall_over_l1_l2": (fall / gap, at_most(0.01)),
+                   "rise_over_l1_l2": ((ys[-1] - ys[0]) / gap if ys else math.nan,
+                                       at_least(0.5))},
+                  extra={"s": list(curve.x), "error_to_truth": ys})
 
 
 def part_a_data(cfg: LazyRichConfig, seed: int
@@ -457,6 +474,7 @@ def train_diagonal(cfg: LazyRichConfig, trials: list[Trial]) -> list[TrialOutput
             ("rel_dist_l1", np.linalg.norm(beta - l1) / between_them),
             ("rel_dist_l2", np.linalg.norm(beta - l2) / between_them),
             ("l1_error_to_truth", np.linalg.norm(l1 - truth)),
-            ("l2_error_to_truth", np.linalg.norm(l2 - truth)))]
+            ("l2_error_to_truth", np.linalg.norm(l2 - truth)),
+            ("l1_l2_distance", between_them))]
         outputs.append(TrialOutput(recs, "finished" if np.isfinite(beta).all() else "diverged"))
     return outputs
