@@ -242,10 +242,10 @@ def _normalize_matrix(
     return cross / torch.sqrt(self_a[:, None] * self_b[None, :])
 
 
-def _stacked_grams(
-    activations: Sequence[Any], unbiased: bool, name: str, *, allow_constant: bool = False
-) -> tuple[Tensor, int]:
-    """Validate a list of layers; return their centered / U-centered Grams (``L x n^2``), n."""
+def _centered_layers(
+    activations: Sequence[Any], name: str, *, unbiased: bool, allow_constant: bool = False
+) -> tuple[list[Tensor], int]:
+    """Validate a list of layers; return them column-centered (float64, one device) and n."""
     if isinstance(activations, Tensor | np.ndarray):
         raise ValueError(
             f"{name} must be a sequence of per-layer activations, got a single array; "
@@ -259,11 +259,152 @@ def _stacked_grams(
     n = _common_n(mats, names)
     _check_n(n, unbiased)
     device = mats[0].device
-    out = torch.empty(len(mats), n * n, dtype=torch.float64, device=device)
-    for i, (m, nm) in enumerate(zip(mats, names, strict=True)):
-        xc = _center(m.to(device), nm, allow_constant=allow_constant)
+    centered = [
+        _center(m.to(device), nm, allow_constant=allow_constant)
+        for m, nm in zip(mats, names, strict=True)
+    ]
+    return centered, n
+
+
+def _stacked_grams(
+    activations: Sequence[Any], unbiased: bool, name: str, *, allow_constant: bool = False
+) -> tuple[Tensor, int]:
+    """Validate a list of layers; return their centered / U-centered Grams (``L x n^2``), n."""
+    centered, n = _centered_layers(activations, name, unbiased=unbiased,
+                                   allow_constant=allow_constant)
+    out = torch.empty(len(centered), n * n, dtype=torch.float64, device=centered[0].device)
+    for i, xc in enumerate(centered):
         out[i] = _centered_gram(xc, unbiased).reshape(-1)
     return out, n
+
+
+# ----------------------------------------------------------------------------------------------
+# All-pairs HSIC: feature-space or Gram route, chosen by counting multiply-adds
+# ----------------------------------------------------------------------------------------------
+
+# Rows of each Gram strip on the Gram route: only strips on and right of the diagonal are formed,
+# so ~n/8 rows cost 9/16 of the full Gram; much thinner products run below the matmul peak.
+_STRIP_SPLITS = 8
+_MIN_STRIP_ROWS = 128
+# At most this many float64 entries of Gram strips (all layers together) are held at once.
+_STRIP_BUDGET = 1 << 24
+
+
+def _strip_rows(n: int, n_layers: int) -> int:
+    """Rows per Gram strip: ~n/8, at least 128, and L strips within the memory budget."""
+    rows = max(_MIN_STRIP_ROWS, -(-n // _STRIP_SPLITS))
+    rows = min(rows, max(1, _STRIP_BUDGET // max(1, n_layers * n)))
+    return max(1, min(rows, n))
+
+
+def _allpairs_macs(n: int, widths: Sequence[int], route: str) -> int:
+    """Multiply-adds of the all-pairs Frobenius products on ``route`` ("features" or "gram").
+
+    Features: ``X_i^T [X_i .. X_L]`` for every ``i`` (the block upper triangle of ``Z^T Z``).
+    Gram: the strips of every ``K_i = X_i X_i^T`` on and right of the diagonal, plus the
+    ``L x L`` products of the stacked strips. Lower-order terms (centering, squares) are left out.
+    """
+    if route == "features":
+        total, tail = 0, sum(widths)
+        for d in widths:
+            total += n * d * tail
+            tail -= d
+        return total
+    if route == "gram":
+        rows = _strip_rows(n, len(widths))
+        strip_entries = sum(min(rows, n - s) * (n - s) for s in range(0, n, rows))
+        return strip_entries * (sum(widths) + len(widths) ** 2)
+    raise ValueError(f"unknown method {route!r}; expected 'auto', 'features' or 'gram'")
+
+
+def _allpairs_route(n: int, widths: Sequence[int], method: str = "auto") -> str:
+    """The route :func:`cka_matrix` takes: the one with fewer multiply-adds for "auto"."""
+    if method == "auto":
+        features = _allpairs_macs(n, widths, "features")
+        return "features" if features <= _allpairs_macs(n, widths, "gram") else "gram"
+    _allpairs_macs(n, widths, method)  # validates the name
+    return method
+
+
+def _frobenius_features(centered: Sequence[Tensor], row_norms: Tensor | None) -> Tensor:
+    """Upper triangle of ``F_ij = <K_i, K_j>_F = ||X_i^T X_j||_F^2`` from ``d x d`` products.
+
+    Given ``row_norms`` (``L x n``, ``k_i = diag(K_i)``), the Grams' diagonals are excluded:
+    ``<K~_i, K~_j> = F_ij - k_i.k_j`` (this route runs when the widths are small next to ``n``,
+    where ``F`` is not dominated by the diagonal, so the subtraction loses little).
+    """
+    n_layers = len(centered)
+    z = torch.cat(list(centered), dim=1)
+    layer_of_column = torch.repeat_interleave(
+        torch.arange(n_layers, device=z.device),
+        torch.tensor([c.shape[1] for c in centered], device=z.device),
+    )
+    out = torch.zeros(n_layers, n_layers, dtype=torch.float64, device=z.device)
+    start = 0
+    for i, xc in enumerate(centered):
+        block = xc.T @ z[:, start:]  # d_i x (d_i + ... + d_L)
+        column_sums = (block * block).sum(dim=0)
+        out[i].index_add_(0, layer_of_column[start:], column_sums)
+        start += xc.shape[1]
+    if row_norms is not None:
+        out -= row_norms @ row_norms.T
+    return torch.triu(out)
+
+
+def _frobenius_gram(centered: Sequence[Tensor], zero_diagonal: bool) -> Tensor:
+    """Upper triangle of ``F_ij = <K_i, K_j>_F`` (``K~`` with ``zero_diagonal``) from the Grams.
+
+    The Grams are formed in horizontal strips, each from its diagonal block rightwards:
+    ``<K_i, K_j> = sum over strips of <diag_i, diag_j> + 2 <right_i, right_j>``. The strips of
+    all layers are stacked so each strip adds to all pairs in two products.
+    """
+    n = centered[0].shape[0]
+    n_layers = len(centered)
+    device = centered[0].device
+    rows = _strip_rows(n, n_layers)
+    diag_part = torch.zeros(n_layers, n_layers, dtype=torch.float64, device=device)
+    right_part = torch.zeros_like(diag_part)
+    for s in range(0, n, rows):
+        e = min(n, s + rows)
+        diag = torch.empty(n_layers, e - s, e - s, dtype=torch.float64, device=device)
+        right = torch.empty(n_layers, e - s, n - e, dtype=torch.float64, device=device)
+        for i, xc in enumerate(centered):
+            torch.mm(xc[s:e], xc[s:e].T, out=diag[i])
+            if e < n:
+                torch.mm(xc[s:e], xc[e:].T, out=right[i])
+        if zero_diagonal:
+            diag.diagonal(dim1=1, dim2=2).zero_()
+        flat = diag.reshape(n_layers, -1)
+        diag_part += flat @ flat.T
+        if e < n:
+            flat = right.reshape(n_layers, -1)
+            right_part += flat @ flat.T
+    return torch.triu(diag_part + 2.0 * right_part)
+
+
+def _allpairs_hsic(centered: Sequence[Tensor], unbiased: bool, method: str = "auto") -> Tensor:
+    """``L x L`` HSIC of every pair of column-centered layers (exactly symmetric).
+
+    Biased: ``HSIC0 = <K_i, K_j>_F / (n-1)^2`` (centered data already gives ``H K H = K``).
+    Unbiased (Song et al. 2012, eq. 5): centered data gives ``K 1 = 0``, hence with
+    ``k = diag(K)``: ``1'K~1 = -sum(k)`` and ``K~1 = -k``, so
+    ``HSIC1 = [<K~_i, K~_j> + s_i s_j / ((n-1)(n-2)) - 2 k_i.k_j / (n-2)] / (n(n-3))``
+    with ``s = sum(k)``: one Frobenius matrix plus ``O(L^2 n)`` corrections on either route.
+    """
+    n = centered[0].shape[0]
+    route = _allpairs_route(n, [c.shape[1] for c in centered], method)
+    row_norms = torch.stack([(xc * xc).sum(dim=1) for xc in centered]) if unbiased else None
+    if route == "features":
+        frobenius = _frobenius_features(centered, row_norms)
+    else:
+        frobenius = _frobenius_gram(centered, zero_diagonal=unbiased)
+    if row_norms is not None:
+        sums = row_norms.sum(dim=1)
+        frobenius = frobenius + torch.triu(
+            torch.outer(sums, sums) / ((n - 1) * (n - 2))
+            - (2.0 / (n - 2)) * (row_norms @ row_norms.T))
+    upper = frobenius * _hsic_scale(n, unbiased)
+    return upper + torch.triu(upper, diagonal=1).T
 
 
 # ----------------------------------------------------------------------------------------------
@@ -336,15 +477,24 @@ def linear_cka_to(xs: Sequence[Any], y: Any, *, unbiased: bool = False) -> list[
     return out
 
 
-def cka_matrix(activations: Sequence[Any], *, unbiased: bool = False) -> Tensor:
+def cka_matrix(
+    activations: Sequence[Any], *, unbiased: bool = False, method: str = "auto"
+) -> Tensor:
     """Linear CKA between every pair of layers, as an ``L x L`` float64 tensor.
 
-    Each layer's centered (biased) or U-centered (unbiased) Gram matrix is formed once; the
-    ``L`` Grams are flattened into ``G`` (``L x n^2``) and all HSIC values come from the single
-    product ``G G^T``, then are normalized. Equals ``linear_cka(a_i, a_j, unbiased=...)`` for
-    every pair (Kornblith et al. 2019; unbiased form: Song et al. 2012 / Nguyen et al. 2021).
-    All layers must share the same ``n`` examples; widths may differ. Memory is
-    ``O(L n^2)``.
+    Equals ``linear_cka(a_i, a_j, unbiased=...)`` for every pair (Kornblith et al. 2019;
+    unbiased form: Song et al. 2012 / Nguyen et al. 2021) and is exactly symmetric. All HSIC
+    values come from one Frobenius matrix ``<K_i, K_j>_F``, computed on one of two routes:
+
+    * ``"features"``: ``||X_i^T X_j||_F^2`` from each layer against the concatenation of the
+      layers after it, ``O(n (sum d)^2 / 2)``: cheap when the layers are narrow next to ``n``;
+    * ``"gram"``: the ``n x n`` Grams, formed in strips from the diagonal rightwards (about
+      half of each Gram) and stacked over layers, ``O(n^2 (sum d + L^2) / 2)``: cheap when
+      the layers are wide or many.
+
+    ``method="auto"`` takes the route with fewer multiply-adds (for ``L`` layers of width
+    ``d`` about ``features`` when ``L d < n``); both give the same values to rounding.
+    Everything is float64. All layers must share the same ``n`` examples; widths may differ.
 
     >>> import torch
     >>> g = torch.Generator().manual_seed(0)
@@ -353,11 +503,11 @@ def cka_matrix(activations: Sequence[Any], *, unbiased: bool = False) -> Tensor:
     >>> m.shape, round(float(m[0, 1]), 6)
     (torch.Size([3, 3]), 1.0)
     """
-    grams, _ = _stacked_grams(activations, unbiased, "activations")
-    cross = grams @ grams.T
-    cross = 0.5 * (cross + cross.T)
-    diag = torch.diagonal(cross).clone()
-    return _normalize_matrix(cross, diag, diag, "activations", "activations")
+    _allpairs_route(2, [1], method)  # an unknown method fails before any work
+    centered, _ = _centered_layers(activations, "activations", unbiased=unbiased)
+    hsic = _allpairs_hsic(centered, unbiased, method)
+    diag = torch.diagonal(hsic).clone()
+    return _normalize_matrix(hsic, diag, diag, "activations", "activations")
 
 
 class MinibatchCKA:
