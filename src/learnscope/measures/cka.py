@@ -70,11 +70,12 @@ def _center(t: Tensor, name: str, *, allow_constant: bool = False) -> Tensor:
     Features that are constant up to rounding are set to exactly zero, so the rounding noise of
     the mean cannot masquerade as signal.
     """
-    centered = t - t.mean(dim=0, keepdim=True)
-    low, high = torch.aminmax(centered, dim=0)  # max |.| without an |.| copy
-    deviation = torch.maximum(high, -low)
-    low, high = torch.aminmax(t, dim=0)
+    mean = t.mean(dim=0)
+    centered = t - mean
+    low, high = t.amin(dim=0), t.amax(dim=0)  # max |.| without an |.| copy (aminmax is slower)
     magnitude = torch.maximum(high, -low)
+    # Rounded subtraction is monotone, so the centered column's extremes are exactly these:
+    deviation = torch.maximum(high - mean, mean - low)
     constant = deviation <= _CONSTANT_RTOL * magnitude
     if bool(constant.all()):
         if not allow_constant:
@@ -393,7 +394,8 @@ def _allpairs_hsic(centered: Sequence[Tensor], unbiased: bool, method: str = "au
     """
     n = centered[0].shape[0]
     route = _allpairs_route(n, [c.shape[1] for c in centered], method)
-    row_norms = torch.stack([(xc * xc).sum(dim=1) for xc in centered]) if unbiased else None
+    row_norms = (torch.stack([torch.einsum("ij,ij->i", xc, xc) for xc in centered])
+                 if unbiased else None)
     if route == "features":
         frobenius = _frobenius_features(centered, row_norms)
     else:
