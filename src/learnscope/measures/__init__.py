@@ -14,6 +14,20 @@ One module per family:
 * ``ntk``            empirical NTK and training response
 * ``linear_regions`` ReLU activation patterns and region counts
 * ``superposition``  feature norms, interference, feature dimensionality
+* ``least_squares``  min-norm solutions, gradient-descent paths, Marchenko-Pastur law
+* ``matrix_completion`` deep matrix factorization, min-Frobenius completion, effective rank
+* ``parity``         Walsh-Hadamard gradient variance over parities, GF(2) elimination
+* ``approximation``  steep-sigmoid staircases and their sup error
+* ``scalar_autograd`` a tiny scalar reverse-mode engine (micrograd-style)
+* ``autograd_graph`` torch.autograd's recorded graph as nodes/edges, traced backward order
+* ``region_counts``  packed activation-pattern codes, region ids for maps
+* ``effective_dimension`` participation ratio, near-duplicate units, Lanczos Hessian spectrum
+* ``sharpness``      warm-started power iteration for the top Hessian eigenvalue
+* ``neural_collapse`` NC1-NC4 of penultimate features
+* ``fourier``        per-unit Fourier concentration of embeddings
+* ``frequency``      per-frequency error of a residual, first-passage times
+* ``lazy``           linearised (kernel) gradient descent, diagonal nets, min-l1 / min-l2
+* ``acquisition``    active-learning acquisition scores
 
 Every public function and class of these modules (their ``__all__``) is importable from here,
 imported on first use::
