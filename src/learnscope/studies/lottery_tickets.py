@@ -238,9 +238,12 @@ class LotteryTickets(Study[LotteryTicketsConfig]):
                              "within the step budget: the sparse nets are under-trained."),
             LinePlot(f"Test accuracy during training at {_pct(sparsest)} of the weights "
                      "(first seed)", "step",
-                     (Lines({"condition": "dense"}, label="dense"),
-                      Lines({"condition": ["ticket", "reinit", "randmask"],
-                             "fraction": sparsest}, group="condition", label="{condition}")),
+                     (Lines({"condition": "ticket", "fraction": sparsest}, label="ticket"),
+                      Lines({"condition": "reinit", "fraction": sparsest}, label="reinit",
+                            dash="dash"),
+                      Lines({"condition": "randmask", "fraction": sparsest},
+                            label="randmask", dash="dot"),
+                      Lines({"condition": "dense"}, label="dense (100% of the weights)")),
                      key="test_acc", x_title="Adam step", y_title="test accuracy",
                      seeds="first", caption="One network per condition (first seed); a "
                      "ticket that learns faster than its controls sits above them from the "
