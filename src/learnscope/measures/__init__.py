@@ -28,6 +28,7 @@ One module per family:
 * ``frequency``      per-frequency error of a residual, first-passage times
 * ``lazy``           linearised (kernel) gradient descent, diagonal nets, min-l1 / min-l2
 * ``acquisition``    active-learning acquisition scores
+* ``pruning``        magnitude-pruning masks (iterative, layer-wise), random masks
 
 Every public function and class of these modules (their ``__all__``) is importable from here,
 imported on first use::
