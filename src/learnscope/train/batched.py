@@ -72,6 +72,16 @@ _threshold_backward = torch.ops.aten.threshold_backward.grad_input
 _tanh_backward = torch.ops.aten.tanh_backward.grad_input
 
 
+def _class_argmax(z: torch.Tensor) -> torch.Tensor:
+    """``argmax`` over the class axis of class-major logits ``(K, C, n)``, several times faster.
+
+    ``argmax`` over the strided class axis takes a slow generic path on the CPU (it was a third
+    of an evaluation pass); ``max(1).indices`` walks the same axis vectorised over ``n`` and
+    returns the same index (the first maximum; a NaN counts as the maximum).
+    """
+    return torch.max(z, 1).indices
+
+
 @dataclass(frozen=True, eq=False)
 class ModelSpec:
     """One model of a batched run (everything else is shared by the trainer).
@@ -825,7 +835,7 @@ class BatchedTrainer:
         for i in range(0, self.n_train, c):
             j = min(i + c, self.n_train)
             z = self._eval_logits(self._x, self._subset, i, j)
-            torch.eq(z.argmax(1), self._y_fit[:, i:j], out=hits[:, i:j])
+            torch.eq(_class_argmax(z), self._y_fit[:, i:j], out=hits[:, i:j])
         n_test = len(self._x_test)
         test_hits = torch.empty(K, n_test, dtype=torch.bool, device=dev)
         test_loss = torch.zeros(K, dtype=self.dtype, device=dev)
@@ -836,7 +846,7 @@ class BatchedTrainer:
             zmax = z.amax(1, keepdim=True)
             lse = (z - zmax).exp_().sum(1, keepdim=True).log_().add_(zmax)
             test_loss += (lse - torch.gather(z, 1, y)).sum((1, 2))
-            torch.eq(z.argmax(1), self._y_test[i:j], out=test_hits[:, i:j])
+            torch.eq(_class_argmax(z), self._y_test[i:j], out=test_hits[:, i:j])
         f_hits, f_test = hits.float(), test_hits.float()
         noisy = self._noisy
         train_acc = f_hits.mean(1)
