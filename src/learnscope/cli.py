@@ -296,6 +296,12 @@ def run(
     return 1 if strict and result["verdict"] != "reproduced" else 0
 
 
+JobsOpt = Annotated[int | None, typer.Option(
+    "--jobs", metavar="N",
+    help="studies run at once, each in its own process (default: one per core, at most one "
+         "per study; 1: one after another in this process)")]
+
+
 @app.command()
 def tour(
     quick: Annotated[bool, typer.Option(
@@ -304,6 +310,7 @@ def tour(
     resume: Annotated[bool, typer.Option("--resume", metavar="",
                                          help="reuse finished trials")] = False,
     strict: StrictOpt = False,
+    jobs: JobsOpt = None,
     executor: ExecOpt = "local",
     workers: WorkersOpt = None,
     address: AddressOpt = None,
@@ -311,49 +318,106 @@ def tour(
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> int:
-    """Run every registered study and write one combined report."""
+    """Run every registered study and write one combined report (with each study's time).
+
+    Studies run in parallel processes (--jobs), longest first; a study that fails is reported
+    as such and the tour goes on (exit 1)."""
     _bar(quiet, verbose)  # refuse -q with -v before anything runs
     if not quiet:
         _transient("preparing the tour...")
-    from learnscope.report.html import StudySection, write_report
     from learnscope.report.terminal import print_claims
-    from learnscope.runner import check_out_dir, run_study, write_file_safely
-    from learnscope.studies import get_study, study_names
+    from learnscope.runner import check_out_dir
+    from learnscope.studies import study_names
+    from learnscope.tour import StudyRun, run_tour, write_tour
 
     _sigterm_as_interrupt()
     root = check_out_dir(out_dir)
-    sections, verdicts, lines = [], [], []
-    for name in study_names():
-        outcome = run_study(name, quick=quick, out=root, resume=resume,
-                            progress=_bar(quiet, verbose, name),
-                            executor=executor, workers=workers, address=address,
-                            overrides={"device": device} if device else None)
-        if quiet:
-            lines.append(_result_line(outcome.result, outcome.run_dir / "report.html"))
-        else:
-            print_claims(outcome.result, out)
-        sections.append(StudySection.from_result(outcome.result, outcome.analysis,
-                                                 get_study(name).about()))
-        verdicts.append(outcome.result["verdict"])
-    tour_dir = root / "tour" / time.strftime("%Y%m%d-%H%M%S")
-    try:
-        tour_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise LearnscopeError(f"cannot create {tour_dir}: {exc.strerror or exc}") from None
-    path = write_file_safely(tour_dir / "report.html",
-                             lambda p: write_report(p, sections, title="learnscope tour"))
-    if quiet:
-        for line in lines:
-            print(line)
-    else:
-        summary = Table(title="tour")
-        summary.add_column("study", style="cyan")
-        summary.add_column("verdict")
-        for s, v in zip(sections, verdicts, strict=True):
-            summary.add_row(s.study, v)
+    names = study_names()
+    jobs = _tour_jobs(jobs, executor, len(names))
+    _check_tour_inputs(root, executor=executor, workers=workers, address=address,
+                       device=device)
+    if not quiet and jobs > 1:
+        _clear_transient()
+        err.print(f"tour: {len(names)} studies in {jobs} processes", highlight=False)
+
+    def finished(run: StudyRun) -> None:
+        if run.result is not None and not quiet and (jobs == 1 or verbose):
+            print_claims(run.result, out)
+        print(_tour_line(run), flush=True)
+
+    outcome = run_tour(names, quick=quick, out=root, resume=resume, jobs=jobs,
+                       executor=executor, workers=workers, address=address,
+                       overrides={n: {"device": device} for n in names} if device else None,
+                       progress_for=lambda name: _bar(quiet, verbose, name),
+                       on_finish=finished)
+    outcome = write_tour(root, outcome, quick=quick)
+    if not quiet:
+        summary = Table(title="tour", caption=f"total wall time {outcome.wall_s:.1f} s "
+                        f"({outcome.jobs} process{'es' if outcome.jobs > 1 else ''})")
+        for col in ("study", "verdict", "claims hold", "wall s", "CPU s"):
+            summary.add_column(col, style="cyan" if col == "study" else None,
+                               justify="right" if col.endswith(" s") else "left")
+        for r in outcome.runs:
+            summary.add_row(r.name, r.verdict, _held(r.result) if r.result else "-",
+                            f"{r.wall_s:.1f}", "-" if r.cpu_s is None else f"{r.cpu_s:.1f}")
         out.print(summary)
-    print(f"combined report: {path}")
-    return 1 if strict and any(v != "reproduced" for v in verdicts) else 0
+    else:
+        print(f"tour: {len(outcome.runs)} studies, {outcome.wall_s:.1f} s wall")
+    if outcome.failed:
+        print(f"learnscope: {len(outcome.failed)} of {len(outcome.runs)} studies failed: "
+              f"{', '.join(outcome.failed)}", file=sys.stderr)
+    print(f"combined report: {outcome.report}")
+    if outcome.failed:
+        return 1
+    return 1 if strict and any(r.verdict != "reproduced" for r in outcome.runs) else 0
+
+
+def _held(result: dict[str, Any]) -> str:
+    gating = [c for c in result["claims"] if c.get("gating", True)]
+    return f"{sum(1 for c in gating if c['holds'])}/{len(gating)}"
+
+
+def _tour_line(run: Any) -> str:
+    """One finished study of a tour: verdict and seconds, or why it failed."""
+    if run.result is None:
+        return f"{run.name}: failed after {run.wall_s:.1f} s: {run.error}"
+    return (f"{run.name}: {run.verdict} ({_held(run.result)} claims hold), "
+            f"{run.wall_s:.1f} s")
+
+
+def _tour_jobs(jobs: int | None, executor: str, n_studies: int) -> int:
+    """--jobs checked: at least 1, at most the cores; default one per core and study. Trials
+    spread by --executor process/ray run studies one at a time (not both at once)."""
+    from learnscope.exec.process import available_cores
+    from learnscope.tour import default_jobs
+
+    if jobs is None:
+        return default_jobs(n_studies) if executor == "local" else 1
+    if jobs < 1:
+        raise LearnscopeError(f"--jobs must be at least 1, got {jobs}")
+    cores = available_cores()
+    if jobs > cores:
+        raise LearnscopeError(f"--jobs {jobs} is more than this machine's {cores} cores")
+    if jobs > 1 and executor != "local":
+        raise LearnscopeError(f"--jobs {jobs} runs studies in parallel processes; with "
+                              f"--executor {executor} give --jobs 1 (the trials are spread "
+                              "instead)")
+    return jobs
+
+
+def _check_tour_inputs(root: Path, *, executor: str, workers: int | None,
+                       address: str | None, device: str | None) -> None:
+    """What would fail every study fails the tour before it starts, in one line: the
+    results folder and its store, the executor's options, the device."""
+    from learnscope.config import StudyConfig, build_config
+    from learnscope.exec import make_executor
+    from learnscope.store import RunStore
+
+    RunStore(root).close()
+    if executor != "ray":  # a Ray executor connects as it is made: its studies tell
+        make_executor(executor, workers=workers, address=address).close()
+    if device:
+        build_config(StudyConfig, {"device": device})
 
 
 @app.command()

@@ -29,7 +29,7 @@ padding:4px 8px;text-align:left;vertical-align:top} th{background:#f0f0f0}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 .badge{display:inline-block;padding:2px 10px;border-radius:12px;font-weight:600;font-size:13px}
 .reproduced,.holds{background:#d4f4dd;color:#11602a} .partial{background:#fff1c2;color:#7a5a00}
-.not-reproduced,.fails{background:#fbd5d5;color:#8a1c1c} .info{background:#e7eefc;color:#23427a}
+.not-reproduced,.fails,.failed{background:#fbd5d5;color:#8a1c1c} .info{background:#e7eefc;color:#23427a}
 .neutral{background:#eeeeee;color:#444;white-space:nowrap}
 details{margin:8px 0} code{background:#f3f3f3;padding:1px 4px;border-radius:3px}
 nav a{margin-right:12px}
@@ -57,6 +57,10 @@ class StudySection:
     findings: bool = False
     """The claims are findings about a user's run (conditions read from its records, not a
     paper's result): titled "Findings", answered yes/no without a pass/fail colour."""
+    wall_s: float | None = None
+    """Seconds the study took in a tour (its process's wall clock), shown in the summary."""
+    cpu_s: float | None = None
+    """CPU seconds of the process that ran the study in a tour."""
 
     @classmethod
     def from_result(cls, result: dict[str, Any], analysis: Analysis,
@@ -169,16 +173,26 @@ def _about_html(about: str) -> str:
             + "".join(body) + "</div></details>")
 
 
+def _seconds(value: float | None) -> float | str:
+    return "-" if value is None else round(value, 1)
+
+
 def render(sections: Sequence[StudySection], *, title: str,
-           plotlyjs_src: str | None = None) -> str:
+           plotlyjs_src: str | None = None, total_wall_s: float | None = None) -> str:
     """The report's HTML; plotly.js is loaded from ``plotlyjs_src`` (a relative URL), or
-    embedded when that is None."""
+    embedded when that is None. A tour's summary also lists each study's seconds (where its
+    sections carry them) and the tour's ``total_wall_s``."""
     nav = ""
-    if len(sections) > 1:
+    if len(sections) > 1 or total_wall_s is not None:
+        timed = any(s.wall_s is not None for s in sections)
+        columns = ["study", "verdict", "claims holding", "claims"]
+        columns += ["wall s", "CPU s"] if timed else []
         rows = [[s.title, s.verdict, sum(c["holds"] for c in s.claims), len(s.claims)]
+                + ([_seconds(s.wall_s), _seconds(s.cpu_s)] if timed else [])
                 for s in sections]
-        nav = ("<h2>Summary</h2>"
-               + _table_html(["study", "verdict", "claims holding", "claims"], rows)
+        total = ("" if total_wall_s is None else
+                 f"<p class='meta'>total wall time: {total_wall_s:.1f} s</p>")
+        nav = ("<h2>Summary</h2>" + _table_html(columns, rows) + total
                + "<nav>" + "".join(f"<a href='#s{i}'>{html.escape(s.study)}</a>"
                                    for i, s in enumerate(sections)) + "</nav>")
     body = "\n".join(_section_html(s, i) for i, s in enumerate(sections))
@@ -189,7 +203,7 @@ def render(sections: Sequence[StudySection], *, title: str,
 
 
 def write_report(path: str | Path, sections: Sequence[StudySection], *, title: str,
-                 standalone: bool = False) -> Path:
+                 standalone: bool = False, total_wall_s: float | None = None) -> Path:
     """Write a report; the file appears only when complete. Below a results folder it shares
     that folder's copy of plotly.js (written on first use); elsewhere, or with ``standalone``,
     plotly.js is embedded."""
@@ -200,7 +214,8 @@ def write_report(path: str | Path, sections: Sequence[StudySection], *, title: s
         shared = write_shared_plotlyjs(root)
         src = os.path.relpath(shared, path.absolute().parent).replace(os.sep, "/")
     tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(render(sections, title=title, plotlyjs_src=src), encoding="utf-8")
+    tmp.write_text(render(sections, title=title, plotlyjs_src=src,
+                          total_wall_s=total_wall_s), encoding="utf-8")
     tmp.replace(path)
     return path
 
