@@ -46,8 +46,12 @@ _CONSTANT_RTOL = 1e-12
 # ----------------------------------------------------------------------------------------------
 
 
-def _as_matrix(x: Any, name: str) -> Tensor:
-    """Convert ``x`` to a float64 ``(n, d)`` tensor (trailing dims flattened) and validate it."""
+def _as_matrix(x: Any, name: str, *, keep_float32: bool = False) -> Tensor:
+    """Convert ``x`` to a float64 ``(n, d)`` tensor (trailing dims flattened) and validate it.
+
+    ``keep_float32`` leaves float32 input as it is (every float32 is a float64, so
+    :func:`_center` then makes the same float64 result without a separate converted copy).
+    """
     t = x if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x))
     if t.ndim == 0:
         raise ValueError(f"{name} must have a leading examples dimension, got a scalar")
@@ -58,21 +62,25 @@ def _as_matrix(x: Any, name: str) -> Tensor:
         raise ValueError(f"{name} has no examples (shape {tuple(t.shape)})")
     if t.numel() == 0:
         raise ValueError(f"{name} has no features (shape {tuple(t.shape)})")
-    t = t.detach().reshape(n, -1).to(torch.float64)
+    t = t.detach().reshape(n, -1)
+    if not (keep_float32 and t.dtype == torch.float32):
+        t = t.to(torch.float64)
     if not all_finite(t):
         raise ValueError(f"{name} contains NaN or infinite values")
     return t
 
 
 def _center(t: Tensor, name: str, *, allow_constant: bool = False) -> Tensor:
-    """Subtract per-feature means; raise if every feature is constant across examples.
+    """Subtract per-feature means (in float64); raise if every feature is constant.
 
     Features that are constant up to rounding are set to exactly zero, so the rounding noise of
     the mean cannot masquerade as signal.
     """
-    mean = t.mean(dim=0)
-    centered = t - mean
-    low, high = t.amin(dim=0), t.amax(dim=0)  # max |.| without an |.| copy (aminmax is slower)
+    centered = t.to(torch.float64, copy=True)  # float32 input is promoted exactly
+    mean = centered.mean(dim=0)
+    centered -= mean
+    # max |.| without an |.| copy (aminmax is slower)
+    low, high = t.amin(dim=0).to(torch.float64), t.amax(dim=0).to(torch.float64)
     magnitude = torch.maximum(high, -low)
     # Rounded subtraction is monotone, so the centered column's extremes are exactly these:
     deviation = torch.maximum(high - mean, mean - low)
@@ -256,7 +264,7 @@ def _centered_layers(
     if not layers:
         raise ValueError(f"{name} is an empty list of layers")
     names = [f"{name}[{i}]" for i in range(len(layers))]
-    mats = [_as_matrix(a, nm) for a, nm in zip(layers, names, strict=True)]
+    mats = [_as_matrix(a, nm, keep_float32=True) for a, nm in zip(layers, names, strict=True)]
     n = _common_n(mats, names)
     _check_n(n, unbiased)
     device = mats[0].device
@@ -365,10 +373,14 @@ def _frobenius_gram(centered: Sequence[Tensor], zero_diagonal: bool) -> Tensor:
     rows = _strip_rows(n, n_layers)
     diag_part = torch.zeros(n_layers, n_layers, dtype=torch.float64, device=device)
     right_part = torch.zeros_like(diag_part)
+    # One buffer each, reused by every strip: fresh memory per strip costs page faults.
+    diag_buffer = torch.empty(n_layers * rows * rows, dtype=torch.float64, device=device)
+    right_buffer = torch.empty(n_layers * rows * (n - min(rows, n)), dtype=torch.float64,
+                               device=device)
     for s in range(0, n, rows):
         e = min(n, s + rows)
-        diag = torch.empty(n_layers, e - s, e - s, dtype=torch.float64, device=device)
-        right = torch.empty(n_layers, e - s, n - e, dtype=torch.float64, device=device)
+        diag = diag_buffer[: n_layers * (e - s) ** 2].view(n_layers, e - s, e - s)
+        right = right_buffer[: n_layers * (e - s) * (n - e)].view(n_layers, e - s, n - e)
         for i, xc in enumerate(centered):
             torch.mm(xc[s:e], xc[s:e].T, out=diag[i])
             if e < n:
