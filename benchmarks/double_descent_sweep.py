@@ -3,7 +3,7 @@
 Usage: python benchmarks/double_descent_sweep.py [--threads 2] [--epochs 500]
            [--widths 2,3,4,...,300] [--num-samples 16000] [--n-train 4000]
            [--plain-widths 2,36,128,300] [--plain-steps 1000] [--skip-plain]
-           [--skip-final-only]
+           [--skip-final-only] [--eval-every 5]
 
 The sweep of the MNIST-1D reference notebook ``deep-double-descent.ipynb``: two-hidden-layer
 MLPs 40-h-h-10 for its 19 widths ``np.unique(np.geomspace(2, 300, 20, dtype=int))``, 4000
@@ -24,6 +24,10 @@ therefore differ somewhat from the notebook's.
 (1b) The notebook's work: it evaluates once, after training. The same buckets as
     ``BatchedTrainer`` s, ``trainer.steps(20000)`` + one ``evaluate()`` (same batch order, so
     the same final errors).
+(1c) train_models with ``eval_every=--eval-every``: the curves every k epochs (and the last), for
+    the cost of per-epoch curves relative to (1b); the same final errors as (1).
+The float32 2048x2048 matmul peak at ``--threads`` is measured in the same process (best of a
+few, before and after the sweep) and every batched run is given as a percentage of it.
 (2) One model at a time, the way the notebook does it: ``nn.Sequential``, autograd,
     ``torch.optim.SGD``, one thread (batches by indexing, which is faster than the notebook's
     ``DataLoader``). A full plain sweep takes far too long, so ``--plain-widths`` are timed for
@@ -47,6 +51,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from _plain import plain_sgd
+from batched_training import matmul_peak
 from torch import nn
 
 from learnscope.data.classification import ClassificationData
@@ -117,7 +122,8 @@ def buckets_of(widths: list[int], max_buckets: int) -> list[list[int]]:
 
 
 def batched_sweep(widths: list[int], data: ClassificationData, epochs: int, seed: int,
-                  max_buckets: int) -> tuple[float, Buckets, list[BatchedResult]]:
+                  max_buckets: int, eval_every: int = 1
+                  ) -> tuple[float, Buckets, list[BatchedResult]]:
     """(total wall s, [(bucket widths, wall s)] in run order, results) of one train_models."""
     specs = [ModelSpec(sizes_of(w), seed=seed) for w in widths]
     buckets = buckets_of(widths, max_buckets)
@@ -129,7 +135,7 @@ def batched_sweep(widths: list[int], data: ClassificationData, epochs: int, seed
     t0 = time.perf_counter()
     results = train_models(specs, data, max_epochs=epochs, max_buckets=max_buckets,
                            on_epoch=on_epoch, optimizer="sgd", lr=LR, momentum=MOMENTUM,
-                           batch_size=BATCH, dtype=torch.float32)
+                           batch_size=BATCH, dtype=torch.float32, eval_every=eval_every)
     total = time.perf_counter() - t0
     ends = sorted((max(last[i] for i in b), b) for b in buckets)
     per_bucket, start = [], t0
@@ -215,6 +221,8 @@ def main() -> None:
     parser.add_argument("--skip-plain", action="store_true")
     parser.add_argument("--skip-final-only", action="store_true",
                         help="skip (1b), the batched run that evaluates only at the end")
+    parser.add_argument("--eval-every", type=int, default=5,
+                        help="(1c): train_models(eval_every=k); 1 skips (1c)")
     args = parser.parse_args()
 
     T = args.threads
@@ -222,6 +230,8 @@ def main() -> None:
     print(f"torch {torch.__version__}; torch.set_num_threads({T}) -> "
           f"torch.get_num_threads() = {torch.get_num_threads()}")
     print(f"note: the machine may be shared with other jobs; load average at start: {load()}")
+    peak = matmul_peak()
+    print(f"float32 2048x2048 matmul peak at {T} thread(s): {peak:.1f} GFLOP/s (best of 5)")
     t0 = time.perf_counter()
     data = make_data(args.num_samples, args.n_train, args.noise, args.seed)
     t_data = time.perf_counter() - t0
@@ -243,7 +253,7 @@ def main() -> None:
     print(f"\n(1) train_models (evaluates every model after every epoch), float32, {T} "
           f"thread(s), bucketed (flops, <= {args.max_buckets} buckets): {total:.1f} s in all "
           f"({useful / 1e12:.2f} TFLOP of training steps, {useful / total / 1e9:.1f} useful "
-          "GFLOP/s incl. the evaluations)")
+          f"GFLOP/s incl. the evaluations = {100 * useful / total / 1e9 / peak:.1f}% of peak)")
     print_buckets(per_bucket, total)
     finals = [res.history[-1] for res in results]
 
@@ -256,9 +266,26 @@ def main() -> None:
                    for a, b in zip(finals, logs_nb, strict=True))
         print(f"\n(1b) the notebook's work (one evaluation, after training): the same buckets as "
               f"BatchedTrainers, trainer.steps({steps}) + one evaluate(): {total_nb:.1f} s "
-              f"({useful / total_nb / 1e9:.1f} useful GFLOP/s); final errors "
+              f"({useful / total_nb / 1e9:.1f} useful GFLOP/s = "
+              f"{100 * useful / total_nb / 1e9 / peak:.1f}% of peak); final errors "
               f"{'identical to' if same else 'DIFFER from'} (1)'s")
         print_buckets(per_bucket_nb, total_nb)
+        print(f"per-epoch curves cost (1) / (1b) = {total / total_nb:.2f}x")
+
+    # (1c) curves every k epochs
+    if args.eval_every > 1:
+        total_ce, per_bucket_ce, results_ce = batched_sweep(
+            widths, data, args.epochs, args.seed, args.max_buckets, args.eval_every)
+        same = all(a.history[-1] == b.history[-1]
+                   for a, b in zip(results, results_ce, strict=True))
+        vs = f"; (1c) / (1b) = {total_ce / total_nb:.2f}x" if total_nb else ""
+        print(f"\n(1c) train_models(eval_every={args.eval_every}): {total_ce:.1f} s "
+              f"({100 * useful / total_ce / 1e9 / peak:.1f}% of peak){vs}; final logs "
+              f"{'identical to' if same else 'DIFFER from'} (1)'s")
+        print_buckets(per_bucket_ce, total_ce)
+    peak_end = matmul_peak()
+    print(f"matmul peak re-measured after the batched runs: {peak_end:.1f} GFLOP/s (the "
+          f"percentages above use the first, {peak:.1f})")
 
     print(f"\nfinal errors after {args.epochs} epochs (train error on the noisy training "
           "labels, test error on clean test labels); notebook = deep-double-descent.ipynb, "

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from learnscope.train.batched import _class_argmax
+from learnscope.data.classification import ClassificationData
+from learnscope.train.batched import BatchedTrainer, ModelSpec, _class_argmax, train_models
 
 
 def test_class_argmax_equals_argmax_with_ties_and_nans():
@@ -17,3 +19,43 @@ def test_class_argmax_equals_argmax_with_ties_and_nans():
     assert torch.equal(_class_argmax(z), z.argmax(1))
     z64 = torch.randn(2, 7, 33, generator=g, dtype=torch.float64)
     assert torch.equal(_class_argmax(z64), z64.argmax(1))
+
+
+def _toy_data():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(8, 4, generator=g)
+    x = torch.randn(300, 8, generator=g)
+    y = (x @ w + 0.5 * torch.randn(300, 4, generator=g)).argmax(1)
+    return ClassificationData("toy", x[:200], y[:200], x[200:], y[200:], 4)
+
+
+def _specs():
+    return [ModelSpec([8, 6, 4], seed=1), ModelSpec([8, 12, 4], seed=2)]
+
+
+def test_eval_every_logs_are_the_every_epoch_logs_at_those_epochs():
+    data = _toy_data()
+    kw = dict(optimizer="sgd", lr=0.05, batch_size=32, dtype=torch.float64)
+    every = BatchedTrainer(_specs(), data, **kw).train(max_epochs=7)
+    sparse = BatchedTrainer(_specs(), data, **kw).train(max_epochs=7, eval_every=3)
+    for full, part in zip(every, sparse, strict=True):
+        assert [log.epoch for log in part.history] == [3, 6, 7]
+        assert part.history == [full.history[e - 1] for e in (3, 6, 7)]
+
+
+def test_eval_every_checks_the_stopping_rule_at_evaluated_epochs_only():
+    data = _toy_data()
+    kw = dict(optimizer="sgd", lr=0.05, batch_size=32, dtype=torch.float64,
+              stop_at_train_acc=0.0)  # met at the first evaluation
+    res = BatchedTrainer(_specs(), data, **kw).train(max_epochs=10, eval_every=4)
+    assert [r.fit_epoch for r in res] == [4, 4]
+    assert [len(r.history) for r in res] == [1, 1]
+
+
+def test_train_models_passes_eval_every_and_rejects_zero():
+    data = _toy_data()
+    res = train_models(_specs(), data, max_epochs=5, eval_every=2, optimizer="sgd", lr=0.05,
+                       batch_size=32)
+    assert [[log.epoch for log in r.history] for r in res] == [[2, 4, 5], [2, 4, 5]]
+    with pytest.raises(ValueError, match="eval_every"):
+        BatchedTrainer(_specs(), data).train(max_epochs=2, eval_every=0)
