@@ -10,11 +10,12 @@ import torch
 
 import learnscope.measures.cka as cka_module
 from learnscope.measures.cka import (
+    MinibatchCKA,
     _allpairs_hsic,
     _allpairs_macs,
     _allpairs_route,
+    _centered_gram,
     _centered_layers,
-    _stacked_grams,
     cka_matrix,
 )
 
@@ -104,10 +105,10 @@ def test_routes_agree_with_the_u_centered_gram_product_on_larger_input(unbiased)
     """n = 300 with widths on both sides of n: the derived feature-space correction terms
     against the U-centered (or centered) Grams multiplied as flattened vectors."""
     layers = _layers(300, [40, 300, 5, 450], seed=7)
-    grams, n = _stacked_grams(layers, unbiased, "a")
+    centered, n = _centered_layers(layers, "a", unbiased=unbiased)
+    grams = torch.stack([_centered_gram(xc, unbiased).reshape(-1) for xc in centered])
     scale = 1.0 / (n * (n - 3)) if unbiased else 1.0 / (n - 1) ** 2
     expected = (grams @ grams.T * scale).numpy()
-    centered, _ = _centered_layers(layers, "a", unbiased=unbiased)
     for method in ("features", "gram"):
         got = _allpairs_hsic(centered, unbiased, method).numpy()
         np.testing.assert_allclose(got, expected, rtol=1e-12, atol=0)
@@ -185,3 +186,41 @@ def test_route_choice_takes_the_cheaper_count():
 def test_unknown_method_raises_before_any_work():
     with pytest.raises(ValueError, match="unknown method 'svd'"):
         cka_matrix([np.ones((5, 2))], method="svd")
+
+
+@pytest.mark.parametrize("widths_a,widths_b", [([3, 5], [4]), ([30, 2], [25, 40, 1])],
+                         ids=["narrow", "wide"])
+def test_minibatch_cka_sums_gram_form_hsic_over_batches(widths_a, widths_b):
+    """Two lists, three batches of 12 examples, with a layer constant in one batch: every
+    pair's CKA is sum HSIC1(K_b, L_b) / sqrt(sum HSIC1(K_b, K_b) sum HSIC1(L_b, L_b))."""
+    batches = []
+    for b in range(3):
+        layers = _layers(12, widths_a + widths_b, seed=40 + b)
+        if b == 1:
+            layers[0] = np.full_like(layers[0], 3.0)
+        batches.append((layers[: len(widths_a)], layers[len(widths_a):]))
+    metric = MinibatchCKA()
+    for acts_a, acts_b in batches:
+        metric.update(acts_a, acts_b)
+    got = metric.compute().numpy()
+
+    def total(i: int, j: int, side_i: int, side_j: int) -> float:
+        return sum(gram_form_hsic(batch[side_i][i], batch[side_j][j], True)
+                   for batch in batches)
+
+    expected = np.array([
+        [total(i, j, 0, 1) / math.sqrt(total(i, i, 0, 0) * total(j, j, 1, 1))
+         for j in range(len(widths_b))]
+        for i in range(len(widths_a))
+    ])
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+
+    shared = MinibatchCKA()
+    for acts_a, _ in batches:
+        shared.update(acts_a)
+    expected_shared = np.array([
+        [total(i, j, 0, 0) / math.sqrt(total(i, i, 0, 0) * total(j, j, 0, 0))
+         for j in range(len(widths_a))]
+        for i in range(len(widths_a))
+    ])
+    np.testing.assert_allclose(shared.compute().numpy(), expected_shared, rtol=0, atol=1e-12)

@@ -19,6 +19,12 @@ Two estimators of the Hilbert-Schmidt independence criterion (HSIC) are offered:
 
 CKA is ``HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L))`` with linear kernels ``K = X X^T``,
 ``L = Y Y^T``.
+
+For column-centered data both estimators are the Frobenius product ``<K, L>_F`` (with the
+diagonals left out for the unbiased one) plus ``O(n)`` terms of the Grams' diagonals, and
+``<K, L>_F = ||X^T Y||_F^2``. So :func:`cka_matrix` computes one ``L x L`` Frobenius matrix
+for all layer pairs, either from ``d x d`` cross-covariances or from ``n x n`` Grams, whichever
+needs fewer multiply-adds.
 """
 
 from __future__ import annotations
@@ -275,18 +281,6 @@ def _centered_layers(
     return centered, n
 
 
-def _stacked_grams(
-    activations: Sequence[Any], unbiased: bool, name: str, *, allow_constant: bool = False
-) -> tuple[Tensor, int]:
-    """Validate a list of layers; return their centered / U-centered Grams (``L x n^2``), n."""
-    centered, n = _centered_layers(activations, name, unbiased=unbiased,
-                                   allow_constant=allow_constant)
-    out = torch.empty(len(centered), n * n, dtype=torch.float64, device=centered[0].device)
-    for i, xc in enumerate(centered):
-        out[i] = _centered_gram(xc, unbiased).reshape(-1)
-    return out, n
-
-
 # ----------------------------------------------------------------------------------------------
 # All-pairs HSIC: feature-space or Gram route, chosen by counting multiply-adds
 # ----------------------------------------------------------------------------------------------
@@ -326,12 +320,17 @@ def _allpairs_macs(n: int, widths: Sequence[int], route: str) -> int:
     raise ValueError(f"unknown method {route!r}; expected 'auto', 'features' or 'gram'")
 
 
+def _check_method(method: str) -> None:
+    if method not in ("auto", "features", "gram"):
+        raise ValueError(f"unknown method {method!r}; expected 'auto', 'features' or 'gram'")
+
+
 def _allpairs_route(n: int, widths: Sequence[int], method: str = "auto") -> str:
     """The route :func:`cka_matrix` takes: the one with fewer multiply-adds for "auto"."""
     if method == "auto":
         features = _allpairs_macs(n, widths, "features")
         return "features" if features <= _allpairs_macs(n, widths, "gram") else "gram"
-    _allpairs_macs(n, widths, method)  # validates the name
+    _check_method(method)
     return method
 
 
@@ -517,7 +516,7 @@ def cka_matrix(
     >>> m.shape, round(float(m[0, 1]), 6)
     (torch.Size([3, 3]), 1.0)
     """
-    _allpairs_route(2, [1], method)  # an unknown method fails before any work
+    _check_method(method)  # before any work
     centered, _ = _centered_layers(activations, "activations", unbiased=unbiased)
     hsic = _allpairs_hsic(centered, unbiased, method)
     diag = torch.diagonal(hsic).clone()
@@ -530,8 +529,8 @@ class MinibatchCKA:
     Over batches ``b`` with Grams ``K_b`` (layer from list A) and ``L_b`` (layer from list B):
     ``CKA = sum_b HSIC1(K_b, L_b) / sqrt(sum_b HSIC1(K_b, K_b) * sum_b HSIC1(L_b, L_b))``,
     with ``HSIC1`` the unbiased estimator of Song et al. 2012 (each batch needs >= 4
-    examples). Every ``update`` handles all ``L_A x L_B`` pairs with one matrix product of
-    flattened U-centered Gram matrices. ``acts_b`` defaults to ``acts_a`` (self-similarity);
+    examples). Every ``update`` handles all pairs at once on the cheaper route of
+    :func:`cka_matrix`. ``acts_b`` defaults to ``acts_a`` (self-similarity);
     that choice and the layer counts must stay the same across updates. A layer that is
     constant within one batch just contributes zero to that batch.
 
@@ -564,23 +563,24 @@ class MinibatchCKA:
             raise ValueError(
                 "acts_b must be given in every update or in none (it defaults to acts_a)"
             )
-        grams_a, n = _stacked_grams(acts_a, True, "acts_a", allow_constant=True)
-        scale = _hsic_scale(n, True)
+        centered_a, n = _centered_layers(acts_a, "acts_a", unbiased=True, allow_constant=True)
         if shared:
-            cross = (grams_a @ grams_a.T) * scale
-            cross = 0.5 * (cross + cross.T)
+            cross = _allpairs_hsic(centered_a, True)
             self_a = torch.diagonal(cross).clone()
             self_b = self_a
         else:
-            grams_b, n_b = _stacked_grams(acts_b, True, "acts_b", allow_constant=True)
+            centered_b, n_b = _centered_layers(acts_b, "acts_b", unbiased=True,
+                                               allow_constant=True)
             if n_b != n:
                 raise ValueError(
                     f"mismatched numbers of examples: acts_a has {n} but acts_b has {n_b}"
                 )
-            grams_b = grams_b.to(grams_a.device)
-            cross = (grams_a @ grams_b.T) * scale
-            self_a = (grams_a * grams_a).sum(dim=1) * scale
-            self_b = (grams_b * grams_b).sum(dim=1) * scale
+            device = centered_a[0].device
+            both = _allpairs_hsic(centered_a + [c.to(device) for c in centered_b], True)
+            n_a = len(centered_a)
+            cross = both[:n_a, n_a:].clone()
+            self_a = torch.diagonal(both)[:n_a].clone()
+            self_b = torch.diagonal(both)[n_a:].clone()
         if self._cross is None:
             self._cross, self._self_a, self._self_b = cross, self_a, self_b
             self._shared = shared
