@@ -224,3 +224,13 @@ def test_minibatch_cka_sums_gram_form_hsic_over_batches(widths_a, widths_b):
         for i in range(len(widths_a))
     ])
     np.testing.assert_allclose(shared.compute().numpy(), expected_shared, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_inputs_are_left_unchanged(dtype):
+    layers = [torch.from_numpy(a).to(dtype) for a in _layers(30, [4, 50], seed=5)]
+    before = [a.clone() for a in layers]
+    for method in ("features", "gram"):
+        cka_matrix(layers, unbiased=True, method=method)
+    for a, b in zip(layers, before, strict=True):
+        assert torch.equal(a, b)

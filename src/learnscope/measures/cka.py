@@ -508,6 +508,8 @@ def cka_matrix(
     ``method="auto"`` takes the route with fewer multiply-adds (for ``L`` layers of width
     ``d`` about ``features`` when ``L d < n``); both give the same values to rounding.
     Everything is float64. All layers must share the same ``n`` examples; widths may differ.
+    Memory: the centered float64 layers, plus their concatenation (features) or at most
+    128 MiB of Gram strips (gram).
 
     >>> import torch
     >>> g = torch.Generator().manual_seed(0)
