@@ -3,7 +3,7 @@
 Usage: python benchmarks/double_descent_sweep.py [--threads 2] [--epochs 500]
            [--widths 2,3,4,...,300] [--num-samples 16000] [--n-train 4000]
            [--plain-widths 2,36,128,300] [--plain-steps 1000] [--skip-plain]
-           [--skip-final-only] [--eval-every 5]
+           [--skip-final-only] [--eval-every 5] [--workers 1]
 
 The sweep of the MNIST-1D reference notebook ``deep-double-descent.ipynb``: two-hidden-layer
 MLPs 40-h-h-10 for its 19 widths ``np.unique(np.geomspace(2, 300, 20, dtype=int))``, 4000
@@ -21,11 +21,12 @@ therefore differ somewhat from the notebook's.
     (train accuracy on the noisy labels, test loss / accuracy): total wall time, time per
     bucket (from the ``on_epoch`` time stamps), final train/test error per width next to the
     notebook's.
-(1b) The notebook's work: it evaluates once, after training. The same buckets as
-    ``BatchedTrainer`` s, ``trainer.steps(20000)`` + one ``evaluate()`` (same batch order, so
-    the same final errors).
+(1b) The notebook's work: it evaluates once, after training: ``train_models(eval_every=epochs)``
+    (the same buckets and batch order, so the same final errors).
 (1c) train_models with ``eval_every=--eval-every``: the curves every k epochs (and the last), for
     the cost of per-epoch curves relative to (1b); the same final errors as (1).
+``--workers W`` runs (1), (1b), (1c) with ``train_models(workers=W)``: W buckets at a time, one
+torch thread each (``--threads`` is then only the peak's thread count: give ``--threads W``).
 The float32 2048x2048 matmul peak at ``--threads`` is measured in the same process (best of a
 few, before and after the sweep) and every batched run is given as a percentage of it.
 (2) One model at a time, the way the notebook does it: ``nn.Sequential``, autograd,
@@ -59,7 +60,6 @@ from learnscope.data.corruptions import flip_labels
 from learnscope.data.mnist1d import mnist1d
 from learnscope.train.batched import (
     BatchedResult,
-    BatchedTrainer,
     ModelSpec,
     bucket_widths,
     train_models,
@@ -122,9 +122,10 @@ def buckets_of(widths: list[int], max_buckets: int) -> list[list[int]]:
 
 
 def batched_sweep(widths: list[int], data: ClassificationData, epochs: int, seed: int,
-                  max_buckets: int, eval_every: int = 1
+                  max_buckets: int, eval_every: int = 1, workers: int = 1
                   ) -> tuple[float, Buckets, list[BatchedResult]]:
-    """(total wall s, [(bucket widths, wall s)] in run order, results) of one train_models."""
+    """(total wall s, [(bucket widths, s from the start to its end)] in order of their ends,
+    results) of one train_models."""
     specs = [ModelSpec(sizes_of(w), seed=seed) for w in widths]
     buckets = buckets_of(widths, max_buckets)
     last = [0.0] * len(specs)
@@ -135,42 +136,17 @@ def batched_sweep(widths: list[int], data: ClassificationData, epochs: int, seed
     t0 = time.perf_counter()
     results = train_models(specs, data, max_epochs=epochs, max_buckets=max_buckets,
                            on_epoch=on_epoch, optimizer="sgd", lr=LR, momentum=MOMENTUM,
-                           batch_size=BATCH, dtype=torch.float32, eval_every=eval_every)
+                           batch_size=BATCH, dtype=torch.float32, eval_every=eval_every,
+                           workers=workers)
     total = time.perf_counter() - t0
     ends = sorted((max(last[i] for i in b), b) for b in buckets)
-    per_bucket, start = [], t0
-    for end, b in ends:
-        per_bucket.append(([widths[i] for i in b], end - start))
-        start = end
-    return total, per_bucket, results
-
-
-def batched_final_eval_only(widths: list[int], data: ClassificationData, steps: int, seed: int,
-                            max_buckets: int) -> tuple[float, Buckets, list[EpochLog]]:
-    """The notebook's work: the same buckets, ``steps`` steps each, one evaluation at the end.
-
-    One BatchedTrainer per bucket, ``trainer.steps(steps)`` (the batch order of ``train``),
-    then ``trainer.evaluate()``. Returns (total s, per-bucket s, final logs)."""
-    logs: list[EpochLog | None] = [None] * len(widths)
-    per_bucket = []
-    t0 = time.perf_counter()
-    for b in buckets_of(widths, max_buckets):
-        tb = time.perf_counter()
-        trainer = BatchedTrainer([ModelSpec(sizes_of(widths[i]), seed=seed) for i in b], data,
-                                 optimizer="sgd", lr=LR, momentum=MOMENTUM, batch_size=BATCH,
-                                 dtype=torch.float32)
-        trainer.steps(steps)
-        for i, log in zip(b, trainer.evaluate(), strict=True):
-            logs[i] = log
-        per_bucket.append(([widths[i] for i in b], time.perf_counter() - tb))
-    return time.perf_counter() - t0, per_bucket, [log for log in logs if log is not None]
+    return total, [([widths[i] for i in b], end - t0) for end, b in ends], results
 
 
 def print_buckets(per_bucket: Buckets, total: float) -> None:
-    print(f"{'bucket widths':<44}{'padded to':>10}{'models':>8}{'wall s':>9}{'share':>8}")
+    print(f"{'bucket widths':<44}{'padded to':>10}{'models':>8}{'ends at s':>11}")
     for bw, t in per_bucket:
-        print(f"{','.join(map(str, bw)):<44}{max(bw):>10}{len(bw):>8}{t:>9.1f}"
-              f"{100 * t / total:>7.1f}%")
+        print(f"{','.join(map(str, bw)):<44}{max(bw):>10}{len(bw):>8}{t:>11.1f}")
 
 
 # -------------------------------------------------------------------------------- plain
@@ -221,6 +197,8 @@ def main() -> None:
     parser.add_argument("--skip-plain", action="store_true")
     parser.add_argument("--skip-final-only", action="store_true",
                         help="skip (1b), the batched run that evaluates only at the end")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="train_models(workers=W): buckets trained W at a time")
     parser.add_argument("--eval-every", type=int, default=5,
                         help="(1c): train_models(eval_every=k); 1 skips (1c)")
     args = parser.parse_args()
@@ -247,11 +225,13 @@ def main() -> None:
           f"seed {args.seed}")
 
     # (1) train_models, evaluation every epoch
+    W = args.workers
     total, per_bucket, results = batched_sweep(widths, data, args.epochs, args.seed,
-                                               args.max_buckets)
+                                               args.max_buckets, workers=W)
     useful = sum(flops_per_step(w) for w in widths) * steps
-    print(f"\n(1) train_models (evaluates every model after every epoch), float32, {T} "
-          f"thread(s), bucketed (flops, <= {args.max_buckets} buckets): {total:.1f} s in all "
+    how = f"{T} thread(s)" if W == 1 else f"workers={W} (1 torch thread each)"
+    print(f"\n(1) train_models (evaluates every model after every epoch), float32, {how}, "
+          f"bucketed (flops, <= {args.max_buckets} buckets): {total:.1f} s in all "
           f"({useful / 1e12:.2f} TFLOP of training steps, {useful / total / 1e9:.1f} useful "
           f"GFLOP/s incl. the evaluations = {100 * useful / total / 1e9 / peak:.1f}% of peak)")
     print_buckets(per_bucket, total)
@@ -260,12 +240,11 @@ def main() -> None:
     # (1b) the notebook's work: one evaluation at the end
     total_nb = None
     if not args.skip_final_only:
-        total_nb, per_bucket_nb, logs_nb = batched_final_eval_only(
-            widths, data, steps, args.seed, args.max_buckets)
-        same = all(a.train_acc == b.train_acc and a.test_acc == b.test_acc
-                   for a, b in zip(finals, logs_nb, strict=True))
-        print(f"\n(1b) the notebook's work (one evaluation, after training): the same buckets as "
-              f"BatchedTrainers, trainer.steps({steps}) + one evaluate(): {total_nb:.1f} s "
+        total_nb, per_bucket_nb, results_nb = batched_sweep(
+            widths, data, args.epochs, args.seed, args.max_buckets, args.epochs, W)
+        same = all(a == b.history[-1] for a, b in zip(finals, results_nb, strict=True))
+        print(f"\n(1b) the notebook's work (one evaluation, after training): "
+              f"train_models(eval_every={args.epochs}): {total_nb:.1f} s "
               f"({useful / total_nb / 1e9:.1f} useful GFLOP/s = "
               f"{100 * useful / total_nb / 1e9 / peak:.1f}% of peak); final errors "
               f"{'identical to' if same else 'DIFFER from'} (1)'s")
@@ -275,7 +254,7 @@ def main() -> None:
     # (1c) curves every k epochs
     if args.eval_every > 1:
         total_ce, per_bucket_ce, results_ce = batched_sweep(
-            widths, data, args.epochs, args.seed, args.max_buckets, args.eval_every)
+            widths, data, args.epochs, args.seed, args.max_buckets, args.eval_every, W)
         same = all(a.history[-1] == b.history[-1]
                    for a, b in zip(results, results_ce, strict=True))
         vs = f"; (1c) / (1b) = {total_ce / total_nb:.2f}x" if total_nb else ""

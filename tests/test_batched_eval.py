@@ -59,3 +59,50 @@ def test_train_models_passes_eval_every_and_rejects_zero():
     assert [[log.epoch for log in r.history] for r in res] == [[2, 4, 5], [2, 4, 5]]
     with pytest.raises(ValueError, match="eval_every"):
         BatchedTrainer(_specs(), data).train(max_epochs=2, eval_every=0)
+
+
+def _mixed_specs():
+    return [ModelSpec([8, w, 4], seed=s) for s, w in enumerate([3, 5, 40, 64, 9, 80])]
+
+
+def test_workers_give_the_numbers_of_one_worker_and_restore_threads():
+    data = _toy_data()
+    kw = dict(max_epochs=3, max_buckets=3, optimizer="sgd", lr=0.05, batch_size=32)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        serial = train_models(_mixed_specs(), data, **kw)
+    finally:
+        torch.set_num_threads(before)
+    seen: list[tuple[int, int]] = []
+    parallel = train_models(_mixed_specs(), data, workers=2,
+                            on_epoch=lambda k, log: seen.append((k, log.epoch)), **kw)
+    assert torch.get_num_threads() == before
+    assert sorted(seen) == [(k, e) for k in range(6) for e in (1, 2, 3)]
+    for a, b in zip(serial, parallel, strict=True):
+        assert a.history == b.history
+        for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True):
+            assert torch.equal(p, q)
+
+
+def test_workers_reraise_a_bucket_error_and_reject_zero():
+    data = _toy_data()
+    # a second job (another depth) whose training subsets differ in size: its trainer raises
+    bad = [ModelSpec([8, 7, 7, 4], seed=0, subset=torch.arange(5)),
+           ModelSpec([8, 7, 7, 4], seed=1, subset=torch.arange(6))]
+    before = torch.get_num_threads()
+    with pytest.raises(ValueError, match="equal size"):
+        train_models(_mixed_specs() + bad, data, max_epochs=1, workers=2, max_buckets=1)
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="workers"):
+        train_models(_mixed_specs(), data, max_epochs=1, workers=0)
+
+
+def test_worker_threads_run_one_torch_thread():
+    threads: list[int] = []
+    data = _toy_data()
+    before = torch.get_num_threads()
+    train_models(_mixed_specs(), data, max_epochs=1, max_buckets=3, workers=2,
+                 on_epoch=lambda k, log: threads.append(torch.get_num_threads()))
+    assert set(threads) == {1}
+    assert torch.get_num_threads() == before
