@@ -9,6 +9,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -194,6 +196,41 @@ def test_interrupt_stops_every_worker_and_marks_the_run(tmp_path: Path) -> None:
     with RunStore(tmp_path) as store:
         (stopped,) = store.list_runs("superposition")
         assert stopped.status == "interrupted" and store.run_owner(stopped.run_id) is None
+
+
+_DRIVER = """
+import sys
+from learnscope.tour import run_tour
+if __name__ == "__main__":
+    run_tour(["parity", "superposition"], quick=True, out=sys.argv[1], jobs=2,
+             on_start=lambda name, pid: print(pid, flush=True))
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")  # ended, not reaped
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(JOBS < 2 or not sys.platform.startswith("linux"),
+                    reason="needs 2 cores and /proc")
+def test_workers_die_with_a_killed_driver(tmp_path: Path) -> None:
+    driver = subprocess.Popen([sys.executable, "-c", _DRIVER, str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert driver.stdout is not None
+        pids = [int(driver.stdout.readline()) for _ in range(2)]
+        _when_run_appears(tmp_path, "superposition", lambda: None)  # a worker is training
+    finally:
+        driver.kill()  # SIGKILL: the driver runs no cleanup
+        driver.wait()
+    deadline = time.monotonic() + 2
+    while not all(_gone(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(_gone(pid) for pid in pids)
 
 
 def test_longest_first_and_unknown_before_known() -> None:

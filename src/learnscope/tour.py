@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -278,10 +279,24 @@ def _stop(workers: list[_Worker]) -> None:
             w.conn.close()
 
 
+def _die_with_driver_now(driver_pid: int) -> None:
+    """On Linux, have the kernel kill this process when the driver dies, before anything slow
+    is imported (``die_with_parent`` below needs torch loaded first)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != driver_pid:  # the driver died before the line above took effect
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def worker_main(conn: Connection, driver_pid: int) -> None:
     """A tour worker: one thread for torch and BLAS, dies with the driver, runs the studies it
     is sent until it is sent None. Ctrl-C is the driver's; SIGTERM interrupts the study."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_driver_now(driver_pid)  # importing torch below takes seconds
     for var in _THREAD_VARS:  # before torch or any BLAS loads
         os.environ[var] = "1"
     from learnscope.exec.worker import die_with_parent, init_worker
