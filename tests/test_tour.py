@@ -122,8 +122,11 @@ def test_serial_report_has_a_time_per_study(serial: Any, tmp_path: Path) -> None
     (["--jobs", "-3"], "--jobs must be at least 1, got -3"),
     (["--jobs", str(available_cores() + 1)], "more than this machine's"),
     (["--jobs", "2", "--executor", "process"], "give --jobs 1"),
+    (["--executor", "nope"], "unknown executor 'nope'"),
+    (["--workers", "2"], "--workers applies to the process and ray executors"),
+    (["--device", "tpu"], "device"),
 ])
-def test_bad_jobs_is_one_line_and_writes_nothing(tmp_path: Path, capsys: Any,
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, capsys: Any,
                                                  args: list[str], message: str) -> None:
     if "--executor" in args and available_cores() < 2:
         pytest.skip("needs 2 cores")

@@ -413,11 +413,11 @@ def _check_tour_inputs(root: Path, *, executor: str, workers: int | None,
     from learnscope.exec import make_executor
     from learnscope.store import RunStore
 
-    RunStore(root).close()
-    if executor != "ray":  # a Ray executor connects as it is made: its studies tell
-        make_executor(executor, workers=workers, address=address).close()
     if device:
         build_config(StudyConfig, {"device": device})
+    if executor != "ray":  # a Ray executor connects as it is made: its studies tell
+        make_executor(executor, workers=workers, address=address).close()
+    RunStore(root).close()
 
 
 @app.command()
