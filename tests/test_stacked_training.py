@@ -430,3 +430,28 @@ def test_lr_schedule_matches_lambda_lr():
         trained = stack.export(k)
         torch.testing.assert_close(trained.W, model.W, atol=1e-12, rtol=0)
         torch.testing.assert_close(trained.b, model.b, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_parameter_views_are_the_trained_parameters_and_write_through(fast_path):
+    x, y, xt, yt = _classification()
+    stack = make_stack(lambda s: mlp([D, 8, 6, C], seed=s), seeds=[0, 1, 2], optimizer="adam",
+                       lr=0.01, x_train=x, y_train=y, batch_size=BATCH, dtype=torch.float64,
+                       fast_path=fast_path)
+    assert isinstance(stack, FastMLPStack) == fast_path
+    stack.train(steps=3)
+    views = stack.parameter_views()
+    for k in range(3):  # each view's row k is model k's parameter, in the model's own layout
+        model = stack.export(k)
+        for name, p in model.named_parameters():
+            assert views[name].shape == (3, *p.shape)
+            torch.testing.assert_close(views[name][k], p.detach(), rtol=0, atol=0)
+    mask = (torch.arange(8 * D) % 3 != 0).reshape(8, D).to(torch.float64)
+    first = next(iter(views))  # "0.weight"
+    views[first].mul_(mask)  # in place: the models being trained change
+    for k in range(3):
+        assert (stack.export(k)[0].weight.detach()[mask == 0] == 0).all()
+    # a mask kept by re-applying it after every step survives training
+    stack.train(steps=4, on_step=lambda step, s: s.parameter_views()[first].mul_(mask))
+    assert all((stack.export(k)[0].weight.detach()[mask == 0] == 0).all() for k in range(3))
+    assert (stack.export(0)[0].weight.detach()[mask == 1] != 0).all()

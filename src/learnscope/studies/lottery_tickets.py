@@ -77,7 +77,7 @@ from learnscope.seeding import derive_seed, torch_generator
 from learnscope.store.records import Record
 from learnscope.studies import register
 from learnscope.studies.base import Part, Study, Trial, TrialOutput, part
-from learnscope.train.stacked import FastMLPStack, ModelStack, make_stack
+from learnscope.train.stacked import ModelStack, make_stack
 
 __all__ = ["paired_se", "stacked_weight_views", "train_imp", "train_round"]
 
@@ -320,17 +320,9 @@ def stacked_weight_views(stack: ModelStack) -> list[Tensor]:
     """Writable views ``(K, out, in)`` of every Linear weight of an MLP stack, input layer first.
 
     Multiplying them in place changes the models being trained (that is how masks are applied
-    after each step). The stack's engines store weights differently: the fast path keeps hidden
-    layers as ``(K, in, out)`` (viewed transposed here), the general engine keeps every
-    parameter in one flat buffer whose views are its stacked parameters.
+    after each step); :meth:`ModelStack.parameter_views` gives them for either engine.
     """
-    if isinstance(stack, FastMLPStack):
-        params = stack._trainer.params  # noqa: SLF001 - no public writable view (see report)
-        n_layers = len(params) // 2
-        return [params[2 * li].transpose(1, 2) if li < n_layers - 1 else params[2 * li]
-                for li in range(n_layers)]
-    views = stack._stacked_params()  # noqa: SLF001 - views of the flat parameter buffer
-    return [v for name, v in views.items() if name.endswith("weight")]
+    return [v for name, v in stack.parameter_views().items() if name.endswith("weight")]
 
 
 def _weights(net: torch.nn.Module) -> list[Tensor]:

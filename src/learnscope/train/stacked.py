@@ -373,6 +373,14 @@ class ModelStack:
         """Current parameters ``name -> (K, *shape)`` (no gradient)."""
         raise NotImplementedError
 
+    def parameter_views(self) -> dict[str, torch.Tensor]:
+        """Writable views ``name -> (K, *shape)`` of the parameters being trained (the
+        models' own layout): changing them in place changes the models, e.g. re-applying
+        pruning masks after every step from an ``on_step`` hook. Refused once a model has
+        diverged (the engine may then drop its row); fetch the views again after each
+        :meth:`train` call."""
+        raise NotImplementedError
+
     def _model_params(self, k: int) -> dict[str, torch.Tensor]:
         """Model ``k``'s current parameters ``name -> shape``."""
         raise NotImplementedError
@@ -689,6 +697,10 @@ class StackedTrainer(ModelStack):
     def _stacked_params(self) -> dict[str, torch.Tensor]:
         return self._unflatten(self._flat)
 
+    def parameter_views(self) -> dict[str, torch.Tensor]:
+        _refuse_after_divergence(self)
+        return self._unflatten(self._flat)
+
     def _model_params(self, k: int) -> dict[str, torch.Tensor]:
         return {name: view[k] for name, view in self._unflatten(self._flat).items()}
 
@@ -833,6 +845,17 @@ class FastMLPStack(ModelStack):
                 out[names[2 * li]], out[names[2 * li + 1]] = W, b[:, 0]
         return out
 
+    def parameter_views(self) -> dict[str, torch.Tensor]:
+        _refuse_after_divergence(self)
+        p, names, out = self._trainer.params, self._param_names, {}
+        for li in range(self._n_layers):
+            W, b = p[2 * li], p[2 * li + 1]
+            if li < self._n_layers - 1:  # stored (K, in, out) and (K, 1, out)
+                out[names[2 * li]], out[names[2 * li + 1]] = W.transpose(1, 2), b[:, 0, :]
+            else:  # stored (K, out, in) and (K, out, 1)
+                out[names[2 * li]], out[names[2 * li + 1]] = W, b[:, :, 0]
+        return out
+
     def _stacked_params(self) -> dict[str, torch.Tensor]:
         per_model = [self._model_params(k) for k in range(self.K)]
         return {name: torch.stack([p[name] for p in per_model]) for name in self._param_names}
@@ -843,6 +866,12 @@ class FastMLPStack(ModelStack):
 
     def _diverged_at(self) -> list[int | None]:
         return [self._diverged_steps.get(k) for k in range(self.K)]
+
+
+def _refuse_after_divergence(stack: ModelStack) -> None:
+    if any(stack.diverged):
+        raise RuntimeError("parameter views are not available once a model of the stack has "
+                           "diverged")
 
 
 def make_stack(models: Sequence[nn.Module] | Callable[[int], nn.Module], *,
