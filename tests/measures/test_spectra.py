@@ -144,6 +144,16 @@ def test_tracy_widom1_quantiles_match_the_published_table():
         tracy_widom1_quantile(1.0)
 
 
+def test_stored_tracy_widom1_quantiles_are_the_root_search_results():
+    # the stored levels (a ~50 ms root search saved per process) must be what it computes
+    from learnscope.measures.spectra import _TW1_QUANTILES, _tw1_quantile_by_root
+
+    assert 0.95 in _TW1_QUANTILES  # the default significance of spike tests
+    for p, stored in _TW1_QUANTILES.items():
+        assert stored == pytest.approx(_tw1_quantile_by_root(p), rel=1e-10, abs=1e-11)
+        assert tracy_widom1_cdf(stored) == pytest.approx(p, abs=1e-10)
+
+
 def test_tracy_widom1_moments_match_the_literature():
     # mean -1.2065335745820 and variance 1.6077810345810 (Bornemann 2010, Table 3), from
     # E[S] = b - int_a^b F and E[S^2] = b^2 - int_a^b 2 s F on [a, b] = [-8, 8]

@@ -153,6 +153,13 @@ def tracy_widom1_cdf(s: float) -> float:
     return min(max(value, 0.0), 1.0)
 
 
+# tracy_widom1_quantile's root search costs ~50 ms (about 15 Fredholm determinants), paid by
+# the first spike test in every process: the levels a spike test uses by default or often are
+# stored here, as computed by _tw1_quantile_by_root (a test recomputes every entry).
+_TW1_QUANTILES = {0.9: 0.450143289058239, 0.95: 0.9793160534695408, 0.99: 2.0234492813801443,
+                  0.999: 3.272196059001967}
+
+
 @functools.lru_cache(maxsize=64)
 def tracy_widom1_quantile(p: float) -> float:
     """The ``p`` quantile of the Tracy-Widom law of order 1 (inverse of :func:`tracy_widom1_cdf`).
@@ -163,11 +170,17 @@ def tracy_widom1_quantile(p: float) -> float:
     >>> round(tracy_widom1_quantile(0.99), 4)
     2.0234
     """
-    from scipy.optimize import brentq
-
     p = float(p)
     if not 0.01 <= p <= 1.0 - 1e-9:
         raise ValueError(f"p must lie in [0.01, 1 - 1e-9], got {p!r}")
+    stored = _TW1_QUANTILES.get(p)
+    return stored if stored is not None else _tw1_quantile_by_root(p)
+
+
+def _tw1_quantile_by_root(p: float) -> float:
+    """The root of ``tracy_widom1_cdf(s) = p`` (Brent, to 1e-12)."""
+    from scipy.optimize import brentq
+
     return float(brentq(lambda s: tracy_widom1_cdf(s) - p, -3.9, 9.0, xtol=1e-12))
 
 
