@@ -480,6 +480,29 @@ def test_distance_from_init_errors():
         distance_from_init([torch.ones(1)], {"a": torch.ones(1)})
 
 
+@pytest.mark.parametrize(("shape", "rank"), [((40, 12), 12), ((12, 40), 12), ((60, 40), 2),
+                                            ((40, 60), 3), ((256, 256), 256)])
+def test_weight_spectrum_has_the_planted_singular_values(shape, rank):
+    # W = U diag(sv) V^T with orthonormal U, V: singular values, ranks and ESD in closed form,
+    # also when W is rank-deficient (its Gram eigenvalues there are round-off, not spectrum)
+    from learnscope.measures.spectra import weight_spectrum
+
+    g = torch.Generator().manual_seed(11)
+    n, m = shape
+    u = torch.linalg.qr(torch.randn(n, rank, dtype=torch.float64, generator=g))[0]
+    v = torch.linalg.qr(torch.randn(m, rank, dtype=torch.float64, generator=g))[0]
+    sv = torch.linspace(3.0, 0.05, rank, dtype=torch.float64)
+    ws = weight_spectrum(u @ torch.diag(sv) @ v.T)
+    k = min(n, m)
+    expected_s = np.concatenate([sv.numpy(), np.zeros(k - rank)])
+    np.testing.assert_allclose(ws.singular_values, expected_s, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ws.eigenvalues, np.sort(np.concatenate(
+        [sv.numpy() ** 2 / n, np.zeros(m - rank)])), rtol=1e-10, atol=1e-14)
+    p = sv.numpy() / sv.numpy().sum()
+    assert ws.effective_rank == pytest.approx(math.exp(-np.sum(p * np.log(p))), rel=1e-10)
+    assert ws.stable_rank == pytest.approx(float((sv**2).sum() / sv[0] ** 2), rel=1e-10)
+
+
 @pytest.mark.parametrize("shape", [(30, 20), (20, 30), (25, 25)])
 def test_weight_spectrum_equals_separate_measures(shape):
     from learnscope.measures.spectra import (
