@@ -8,7 +8,8 @@ HTML report, written once at the end, is timed separately. Each probed run is pa
 plain run right before it and the median of the pair ratios is reported (the VM's speed drifts
 by 10-20% between minutes); the ratio of the process's CPU time (less sensitive to other
 processes on a shared machine) and the seconds the scope measured inside its probes are printed
-too.
+too, and the wall seconds spent inside the scope's own calls (constructor, ``step``, ``epoch``,
+``close``: probes plus bookkeeping and record storage), the other contention-free estimate.
 
     python benchmarks/probe_overhead.py [--epochs 100] [--repeats 3]
 
@@ -18,6 +19,7 @@ The last line is the headline figure, e.g. ``default_probe_overhead=1.07``.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -64,16 +66,20 @@ def candidate_probes(x_train: torch.Tensor, y_train: torch.Tensor) -> dict[str, 
 
 
 def train(data, probes, epochs: int, out_dir: str | None
-          ) -> tuple[float, float, Scope | None, float]:
+          ) -> tuple[float, float, Scope | None, float, float]:
+    """Wall s, report s, the scope, CPU s, and wall s inside the scope's calls."""
     model = mlp([40, 256, 256, 10], seed=0)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     gen = torch_generator(0, "bench-order")
     x, y = data.x_train, data.y_train
-    t0, c0 = time.perf_counter(), time.process_time()
+    clock = time.perf_counter
+    t0, c0 = clock(), time.process_time()
     scope = None
+    in_calls = 0.0
     if probes is not None:
         scope = Scope(model, probes, data=(data.x_test[:512], data.y_test[:512]), out=out_dir,
                       name="bench", report=False)
+        in_calls += clock() - t0
     for _ in range(epochs):
         perm = torch.randperm(len(x), generator=gen)
         for i in range(0, len(x), 100):
@@ -83,11 +89,17 @@ def train(data, probes, epochs: int, out_dir: str | None
             loss.backward()
             opt.step()
             if scope is not None:
+                t1 = clock()
                 scope.step(loss)
+                in_calls += clock() - t1
         if scope is not None:
+            t1 = clock()
             scope.epoch()
+            in_calls += clock() - t1
     if scope is not None:
+        t1 = clock()
         scope.close()
+        in_calls += clock() - t1
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     report_s = 0.0
     if scope is not None and out_dir is not None:
@@ -98,7 +110,7 @@ def train(data, probes, epochs: int, out_dir: str | None
                            {"study": "bench", "config": scope.config(), "timings": scope.timings},
                            scope.records)
         report_s = time.perf_counter() - t1
-    return wall, report_s, scope, cpu
+    return wall, report_s, scope, cpu, in_calls
 
 
 def main() -> None:
@@ -123,33 +135,36 @@ def main() -> None:
           "'in-scope s' is the time the scope itself measured in its probes and capture pass, "
           "a contention-free estimate of the added work.")
     rows = []
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         train(data, None, 1, None)  # warm-up
         for name, make in configs.items():
-            ratios, walls, plains, inside, cpu_ratios = [], [], [], [], []
+            ratios, walls, plains, inside, cpu_ratios, calls = [], [], [], [], [], []
             for _ in range(args.default_repeats if name == "default set" else args.repeats):
-                plain, _, _, plain_cpu = train(data, None, args.epochs, None)
-                wall, report_s, scope, cpu = train(data, make(), args.epochs, tmp)
+                plain, _, _, plain_cpu, _ = train(data, None, args.epochs, None)
+                wall, report_s, scope, cpu, in_calls = train(data, make(), args.epochs, tmp)
                 ratios.append(wall / plain)
                 cpu_ratios.append(cpu / plain_cpu)
                 walls.append(wall)
                 plains.append(plain)
                 inside.append(sum(scope.timings.values()))
+                calls.append(in_calls)
             cost = "/".join(sorted({p.cost for p in scope.probes}))
             sched = "; ".join(sorted({str(p.schedule) for p in scope.probes}))
             p_med = statistics.median(plains)
             rows.append((name, cost, sched, p_med, statistics.median(walls),
                          statistics.median(ratios), statistics.median(inside),
                          1 + statistics.median(inside) / p_med, report_s,
-                         statistics.median(cpu_ratios)))
+                         statistics.median(cpu_ratios), statistics.median(calls)))
     print(f"{'configuration':22s} {'cost':16s} {'schedule':38s} {'plain s':>7s} "
           f"{'probed s':>8s} {'ratio':>6s} {'cpu ratio':>9s} {'in-scope s':>10s} "
-          f"{'ratio (in-scope)':>16s}")
-    for name, cost, sched, p, w, r, ins, r_in, _, r_cpu in rows:
+          f"{'ratio (in-scope)':>16s} {'scope-call s':>12s} {'ratio (calls)':>13s}")
+    for name, cost, sched, p, w, r, ins, r_in, _, r_cpu, c in rows:
         print(f"{name:22s} {cost:16s} {sched[:38]:38s} {p:7.2f} {w:8.2f} {r:6.2f} {r_cpu:9.2f} "
-              f"{ins:10.2f} {r_in:16.2f}")
+              f"{ins:10.2f} {r_in:16.2f} {c:12.2f} {1 + c / p:13.2f}")
     default = rows[0]
-    print(f"(writing the HTML report once at the end: {default[8]:.2f} s, not included above)")
+    print(f"(writing the HTML report once at the end: {default[8]:.2f} s, not included above; "
+          f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after)")
     print(f"default_probe_overhead={default[5]:.2f}")
 
 
