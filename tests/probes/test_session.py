@@ -226,6 +226,14 @@ def test_pending_scalars_of_mixed_dtypes_become_floats_in_order():
     values = [torch.tensor(1.5), 2.0, torch.tensor(0.25, dtype=torch.bfloat16),
               torch.tensor(1e-300, dtype=torch.float64), torch.tensor(3.0).reshape(())]
     assert _to_floats(values) == [1.5, 2.0, 0.25, 1e-300, 3.0]
+    # CPU tensors are read one by one: the same floats as the stacked float64 conversion
+    g = torch.Generator().manual_seed(0)
+    mixed = [torch.randn((), generator=g, dtype=dt) for dt in
+             (torch.float32, torch.float64, torch.bfloat16, torch.float16) for _ in range(5)]
+    mixed += [torch.tensor(2**53 + 1), torch.tensor(True), 0.5]
+    expected = [float(torch.stack([v]).to(torch.float64).tolist()[0])
+                if isinstance(v, torch.Tensor) else v for v in mixed]
+    assert _to_floats(mixed) == expected
 
 
 @pytest.mark.parametrize("schedule", [every(1), every(7), log_spaced(1), log_spaced(2),

@@ -388,12 +388,16 @@ def _scalar(value: Any, name: str) -> torch.Tensor | float:
 
 def _to_floats(values: list[torch.Tensor | float]) -> list[float]:
     """Floats of ``values``: the tensors of each device and dtype stacked and copied in one go
-    (one host synchronisation per device)."""
+    (one host synchronisation per device); real CPU tensors are read one by one (no device to
+    wait for, and ``item`` is ~4x cheaper than a stack of 0-d tensors)."""
     out: list[float | None] = [v if isinstance(v, float) else None for v in values]
     groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
     for i, v in enumerate(values):
         if isinstance(v, torch.Tensor):
-            groups.setdefault((v.device, v.dtype), []).append(i)
+            if v.is_cpu and not v.is_complex():
+                out[i] = float(v.item())
+            else:
+                groups.setdefault((v.device, v.dtype), []).append(i)
     for idx in groups.values():
         stacked = torch.stack([values[i] for i in idx])  # type: ignore[misc]
         for i, f in zip(idx, stacked.to(torch.float64).cpu().tolist(), strict=True):
