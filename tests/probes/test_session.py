@@ -220,6 +220,20 @@ def test_close_without_final_measurements_and_no_side_effects():
         session.epoch()
 
 
+def test_step_fast_path_records_the_same_losses_as_the_general_path():
+    # step(0-d tensor) skips _scalar; the values equal those of a 1-element tensor's path
+    w = torch.tensor([0.3, -1.7], requires_grad=True)
+    losses = [(w * k).sum() for k in (1.0, 2.5, -3.0)]
+    fast, general = ProbeSession(nn.Linear(2, 1), []), ProbeSession(nn.Linear(2, 1), [])
+    for v in losses:
+        fast.step(v)
+        general.step(v.reshape(1))
+    assert fast._pending[0][3].requires_grad is False  # detached: no graph kept
+    assert [r.value for r in fast.close()] == [r.value for r in general.close()]
+    with pytest.raises(RuntimeError, match="closed"):
+        fast.step(losses[0])
+
+
 def test_pending_scalars_of_mixed_dtypes_become_floats_in_order():
     from learnscope.probes.session import _to_floats
 

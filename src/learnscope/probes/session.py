@@ -133,9 +133,16 @@ class ProbeSession:
         handed to them in ``ctx.scalars``. Tensors are kept as they are and converted in
         batches (see ``PENDING_LIMIT``): no host synchronisation per step.
         """
-        self._check_open()
-        value = None if loss is None else _scalar(loss, "loss")  # checked before anything
-        extra = [(k, _scalar(v, k)) for k, v in scalars.items()] if scalars else ()
+        if self._closed:
+            self._check_open()
+        # The common call, step(a 0-d loss tensor), with the fewest tensor calls: each costs
+        # ~1-5 us right after a training step (measured), a large part of this method.
+        if type(loss) is torch.Tensor and not scalars and loss.dim() == 0:
+            value: torch.Tensor | float | None = loss.detach()
+            extra: Sequence[tuple[str, torch.Tensor | float]] = ()
+        else:
+            value = None if loss is None else _scalar(loss, "loss")  # checked before anything
+            extra = [(k, _scalar(v, k)) for k, v in scalars.items()] if scalars else ()
         self.step_count += 1
         step, pending = self.step_count, self._pending
         if value is not None:
