@@ -80,7 +80,8 @@ def test_workers_give_the_numbers_of_one_worker_and_restore_threads():
     assert torch.get_num_threads() == before
     assert sorted(seen) == [(k, e) for k in range(6) for e in (1, 2, 3)]
     for a, b in zip(serial, parallel, strict=True):
-        assert a.history == b.history
+        # NaN fields (noisy_fit without noise) compare unequal once pickled: compare as text
+        assert repr(a.history) == repr(b.history)
         for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True):
             assert torch.equal(p, q)
 
@@ -98,11 +99,20 @@ def test_workers_reraise_a_bucket_error_and_reject_zero():
         train_models(_mixed_specs(), data, max_epochs=1, workers=0)
 
 
-def test_worker_threads_run_one_torch_thread():
-    threads: list[int] = []
+def test_worker_processes_report_epochs_in_the_caller_and_restore_nothing():
+    # on_epoch runs in the calling process (not in a worker), per bucket in epoch order
+    import os
+
+    pids: set[int] = set()
+    order: dict[int, list[int]] = {}
     data = _toy_data()
     before = torch.get_num_threads()
-    train_models(_mixed_specs(), data, max_epochs=1, max_buckets=3, workers=2,
-                 on_epoch=lambda k, log: threads.append(torch.get_num_threads()))
-    assert set(threads) == {1}
+
+    def cb(k: int, log) -> None:
+        pids.add(os.getpid())
+        order.setdefault(k, []).append(log.epoch)
+
+    train_models(_mixed_specs(), data, max_epochs=2, max_buckets=3, workers=2, on_epoch=cb)
+    assert pids == {os.getpid()}
+    assert order == {k: [1, 2] for k in range(6)}
     assert torch.get_num_threads() == before

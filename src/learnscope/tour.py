@@ -299,7 +299,7 @@ def worker_main(conn: Connection, driver_pid: int) -> None:
     _die_with_driver_now(driver_pid)  # importing torch below takes seconds
     for var in _THREAD_VARS:  # before torch or any BLAS loads
         os.environ[var] = "1"
-    from learnscope.exec.worker import die_with_parent, init_worker
+    from learnscope.processes import die_with_parent, init_worker
 
     die_with_parent(driver_pid)
     init_worker()

@@ -44,9 +44,7 @@ operations act on each model's own slice, so nothing (NaNs included) crosses bet
 from __future__ import annotations
 
 import math
-import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -619,7 +617,7 @@ class BatchedTrainer:
         torch.gather(z, 1, y, out=bf.zy)
         torch.log(s, out=bf.lv).add_(m).sub_(bf.zy)
         torch.sum(bf.lv.view(K, b), 1, out=bf.loss)  # b * (mean cross-entropy) per model
-        if not math.isfinite(float(bf.loss.sum())):
+        if not all(map(math.isfinite, bf.loss.tolist())):  # one call; a reduction costs more
             bad = [k for k in range(K) if not math.isfinite(float(bf.loss[k]))]
             for pos in bad:
                 self.results[self.active[pos]].diverged = True
@@ -737,7 +735,9 @@ class BatchedTrainer:
             g.add_(p, alpha=self._wd_scalar)
         if self.optimizer == "sgd":
             buf = self._buf
-            buf.mul_(self.momentum).add_(g)  # first step: 0 * m + g = g, as torch clones g
+            # buf = momentum * buf + g in one pass (torch.optim's mul_ then add_, to rounding);
+            # first step: 0 * m + g = g, as torch clones g
+            torch.add(g, buf, alpha=self.momentum, out=buf)
             if lr is not None:
                 p.add_(buf, alpha=-lr)
             else:
@@ -950,14 +950,17 @@ def train_models(specs: Sequence[ModelSpec], data: ClassificationData, *,
     ``.model`` (on ``device``); ``on_epoch(k, log)`` receives indices into ``specs``.
     ``eval_every`` is :meth:`BatchedTrainer.train`'s (evaluate every k epochs and at the end).
 
-    ``workers > 1`` trains that many buckets at a time, each in its own Python thread with one
-    torch thread (the process's torch thread count is set to 1 for the call and restored): the
-    small batched kernels of a bucket scale poorly over threads, and a spinning multi-threaded
-    kernel stalls badly when another process holds a core, whereas whole buckets keep each
-    core busy on its own. The costliest buckets start first (estimated by padded multiply-adds
-    plus a per-step overhead), so the cores finish close together. The numbers are the same as
-    with ``workers=1`` at one torch thread; ``on_epoch`` calls are serialised by a lock but
-    interleave across buckets.
+    ``workers > 1`` trains that many buckets at a time, each in its own spawned process with
+    one torch thread: the small batched kernels of a bucket scale poorly over threads, a
+    spinning multi-threaded kernel stalls badly when another process holds a core, and two
+    Python threads take turns on the GIL between their many small operations (each ran ~1.5x
+    slower than in a process of its own), whereas whole buckets in processes keep each core busy
+    on its own. Starting the processes costs a second or two (importing torch), so it pays for
+    sweeps that train for tens of seconds. The costliest buckets start first (estimated by
+    padded multiply-adds plus a per-step overhead), so the cores finish close together. The
+    numbers are the same as with ``workers=1`` at one torch thread; ``on_epoch`` runs in the
+    calling process, in each bucket's order, interleaved across buckets. The workers end with
+    the calling process (even when it is killed) and are stopped when the call ends.
     """
     if workers < 1:
         raise ValueError("workers must be >= 1")
@@ -971,33 +974,107 @@ def train_models(specs: Sequence[ModelSpec], data: ClassificationData, *,
         buckets = bucket_widths([specs[i].sizes for i in members], method=bucketing,
                                 max_buckets=max_buckets)
         jobs.extend([members[j] for j in bucket] for bucket in buckets)
-    lock = threading.Lock()
-
-    def run(idx: list[int]) -> None:
-        trainer = BatchedTrainer([specs[i] for i in idx], data, device=device, **trainer_kwargs)
-        cb = None
-        if on_epoch is not None:
-            def cb(k: int, log: EpochLog) -> None:
-                with lock:
-                    on_epoch(idx[k], log)
-        for k, res in enumerate(trainer.train(max_epochs, cb, eval_every)):
-            results[idx[k]] = BatchedResult(history=res.history, diverged=res.diverged,
-                                            fit_epoch=res.fit_epoch, model=trainer.export(k))
 
     if workers == 1 or len(jobs) == 1:
         for idx in jobs:
-            run(idx)
+            cb = None if on_epoch is None else (
+                lambda k, log, idx=idx: on_epoch(idx[k], log))  # type: ignore[misc]
+            outs = _train_bucket([specs[i] for i in idx], data, max_epochs, eval_every, device,
+                                 trainer_kwargs, cb)
+            for i, res in zip(idx, outs, strict=True):
+                results[i] = res
     else:
         jobs.sort(key=lambda idx: -_bucket_step_cost([specs[i].sizes for i in idx]))
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with ThreadPoolExecutor(min(workers, len(jobs))) as pool:
-                for done in [pool.submit(run, idx) for idx in jobs]:
-                    done.result()  # re-raises a worker's exception
-        finally:
-            torch.set_num_threads(threads)
+        for i, res in _train_in_processes(jobs, specs, data, max_epochs, eval_every, device,
+                                          trainer_kwargs, on_epoch, workers):
+            results[i] = res
     return [r for r in results if r is not None]
+
+
+def _train_bucket(specs: list[ModelSpec], data: ClassificationData, max_epochs: int,
+                  eval_every: int, device: torch.device | str, trainer_kwargs: dict[str, object],
+                  on_epoch: Callable[[int, EpochLog], None] | None) -> list[BatchedResult]:
+    """Train one bucket; ``on_epoch(k, log)`` gets positions in ``specs``."""
+    trainer = BatchedTrainer(specs, data, device=device, **trainer_kwargs)  # type: ignore[arg-type]
+    return [BatchedResult(history=res.history, diverged=res.diverged, fit_epoch=res.fit_epoch,
+                          model=trainer.export(k))
+            for k, res in enumerate(trainer.train(max_epochs, on_epoch, eval_every))]
+
+
+_EPOCH_QUEUE: object | None = None  # a worker process's queue of (job, k, log) messages
+
+
+def _init_bucket_worker(parent_pid: int, queue: object | None) -> None:
+    from learnscope.processes import init_pool_worker
+
+    global _EPOCH_QUEUE
+    init_pool_worker(parent_pid)
+    _EPOCH_QUEUE = queue
+
+
+def _bucket_job(job: int, specs: list[ModelSpec], data: ClassificationData, max_epochs: int,
+                eval_every: int, device: torch.device | str, trainer_kwargs: dict[str, object],
+                report: bool) -> list[BatchedResult]:
+    """A worker process's task: one bucket; epochs, then an end marker, go to the queue."""
+    queue = _EPOCH_QUEUE
+    cb = None
+    if report and queue is not None:
+        def cb(k: int, log: EpochLog) -> None:
+            queue.put((job, k, log))  # type: ignore[attr-defined]
+    try:
+        return _train_bucket(specs, data, max_epochs, eval_every, device, trainer_kwargs, cb)
+    finally:
+        if report and queue is not None:
+            queue.put((job, None, None))  # type: ignore[attr-defined]
+
+
+def _train_in_processes(jobs: list[list[int]], specs: list[ModelSpec], data: ClassificationData,
+                        max_epochs: int, eval_every: int, device: torch.device | str,
+                        trainer_kwargs: dict[str, object],
+                        on_epoch: Callable[[int, EpochLog], None] | None, workers: int
+                        ) -> Iterator[tuple[int, BatchedResult]]:
+    """(spec index, result) of every bucket, each trained in a spawned worker process."""
+    import multiprocessing
+    import os
+    import queue as queue_module
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+    ctx = multiprocessing.get_context("spawn")
+    report = on_epoch is not None
+    queue = ctx.Queue() if report else None
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx,
+                               initializer=_init_bucket_worker, initargs=(os.getpid(), queue))
+    clean = False
+    try:
+        futures = [pool.submit(_bucket_job, j, [specs[i] for i in idx], data, max_epochs,
+                               eval_every, device, trainer_kwargs, report)
+                   for j, idx in enumerate(jobs)]
+        running = len(jobs) if report else 0  # buckets whose end marker has not arrived
+        while running:
+            try:
+                job, k, log = queue.get(timeout=0.2)  # type: ignore[union-attr]
+            except queue_module.Empty:
+                failed = [f for f in futures if f.done() and f.exception() is not None]
+                if failed:
+                    failed[0].result()  # re-raises the worker's exception
+                continue
+            if k is None:
+                running -= 1
+            else:
+                on_epoch(jobs[job][k], log)  # type: ignore[misc]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        for idx, fut in zip(jobs, futures, strict=True):
+            yield from zip(idx, fut.result(), strict=True)
+        clean = True
+    finally:
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=clean, cancel_futures=True)
+        if not clean:
+            for p in processes:
+                if p.is_alive():
+                    p.terminate()
+            for p in processes:
+                p.join(timeout=5)
 
 
 # Per-step cost of a stack that does not scale with its size (kernel launches, Python), in
