@@ -59,6 +59,7 @@ from learnscope.data.classification import ClassificationData
 from learnscope.data.corruptions import flip_labels
 from learnscope.data.mnist1d import mnist1d
 from learnscope.train.batched import (
+    _STEP_OVERHEAD,
     BatchedResult,
     ModelSpec,
     bucket_widths,
@@ -118,7 +119,9 @@ def make_data(num_samples: int, n_train: int, noise: float, seed: int) -> Classi
 
 
 def buckets_of(widths: list[int], max_buckets: int) -> list[list[int]]:
-    return bucket_widths([sizes_of(w) for w in widths], max_buckets=max_buckets)
+    # as train_models buckets them (its per-bucket overhead included)
+    return bucket_widths([sizes_of(w) for w in widths], max_buckets=max_buckets,
+                         overhead=_STEP_OVERHEAD)
 
 
 def batched_sweep(widths: list[int], data: ClassificationData, epochs: int, seed: int,

@@ -274,6 +274,17 @@ def test_bucket_widths_is_optimal_and_pow2_groups():
         best = min(cost(p) for b in range(1, max_buckets + 1)
                    for p in contiguous_partitions(order, b))
         assert cost(groups) == best
+        # with a per-bucket overhead: brute force over every partition into <= max_buckets
+        for overhead in (50.0, 400.0):
+            groups = bucket_widths(widths, max_buckets=max_buckets, overhead=overhead)
+            best = min(cost(p) + overhead * b for b in range(1, max_buckets + 1)
+                       for p in contiguous_partitions(order, b))
+            assert cost(groups) + overhead * len(groups) == best
+    # a large overhead merges everything into one bucket; none splits as far as it may
+    assert len(bucket_widths(widths, max_buckets=4, overhead=1e9)) == 1
+    assert len(bucket_widths(widths, max_buckets=4)) == 4
+    with pytest.raises(ValueError, match="overhead"):
+        bucket_widths(widths, overhead=-1.0)
     pow2 = bucket_widths([3, 4, 5, 8, 9, 200, 256], method="pow2")
     assert pow2 == [[0, 1], [2, 3], [4], [5, 6]]
     # full sizes lists: cost counts the padded multiply-adds

@@ -188,7 +188,7 @@ def _cost(sizes: np.ndarray) -> np.ndarray:
 
 
 def bucket_widths(widths: Sequence[int | Sequence[int]], *, method: str = "flops",
-                  max_buckets: int = 4) -> list[list[int]]:
+                  max_buckets: int = 4, overhead: float = 0.0) -> list[list[int]]:
     """Group models into a few width buckets; returns lists of indices into ``widths``.
 
     Each entry is either a hidden width (cost of a model proportional to it) or a full
@@ -197,8 +197,10 @@ def bucket_widths(widths: Sequence[int | Sequence[int]], *, method: str = "flops
     sizes, so a bucket of ``n`` models costs ``n * cost(padded sizes)``.
 
     ``method="flops"`` (default): the partition of the models, sorted by cost, into at most
-    ``max_buckets`` contiguous groups that minimises the total padded cost (exact dynamic
-    programme). ``method="pow2"``: one bucket per power of two of the (hidden) widths
+    ``max_buckets`` contiguous groups that minimises the total padded cost plus ``overhead``
+    per bucket (exact dynamic programme; ``overhead`` is in the units of the cost: the per-step
+    work of a bucket that does not scale with its size, so that more buckets are not always
+    better). ``method="pow2"``: one bucket per power of two of the (hidden) widths
     (``max_buckets`` is ignored).
 
     >>> bucket_widths([4, 5, 8, 100, 120, 7], max_buckets=2)
@@ -223,6 +225,8 @@ def bucket_widths(widths: Sequence[int | Sequence[int]], *, method: str = "flops
         raise ValueError(f"unknown bucketing method {method!r}; choose flops or pow2")
     if max_buckets < 1:
         raise ValueError("max_buckets must be >= 1")
+    if not (overhead >= 0 and math.isfinite(overhead)):
+        raise ValueError(f"overhead must be finite and >= 0, got {overhead}")
     order = sorted(range(len(sizes)), key=lambda i: (_cost(arr[i]), sizes[i]))
     s = arr[order]
     n = len(s)
@@ -236,7 +240,7 @@ def bucket_widths(widths: Sequence[int | Sequence[int]], *, method: str = "flops
     best[0, 0] = 0.0
     for b in range(1, max_buckets + 1):
         for j in range(1, n + 1):
-            cand = best[b - 1, :j] + group_cost[:j, j - 1]
+            cand = best[b - 1, :j] + group_cost[:j, j - 1] + overhead
             i = int(np.argmin(cand))
             best[b, j], cut[b, j] = cand[i], i
     b = int(np.argmin(best[:, n]))  # the fewest buckets among the cheapest partitions
@@ -944,8 +948,10 @@ def train_models(specs: Sequence[ModelSpec], data: ClassificationData, *,
                  **trainer_kwargs: object) -> list[BatchedResult]:
     """Train a list of model specs in a few batched stacks; results in the order of ``specs``.
 
-    Specs are grouped by depth, then into width buckets by :func:`bucket_widths` (``bucketing``
-    is its ``method``); each bucket is one :class:`BatchedTrainer` (``trainer_kwargs`` are its
+    Specs are grouped by depth, then into at most ``max_buckets`` width buckets by
+    :func:`bucket_widths` (``bucketing`` is its ``method``; the flops method counts a fixed
+    per-step overhead per bucket, so it uses fewer buckets when splitting saves less padding than
+    a bucket's overhead costs); each bucket is one :class:`BatchedTrainer` (``trainer_kwargs`` are its
     keyword arguments, ``device`` included). Each result carries the trained network in
     ``.model`` (on ``device``); ``on_epoch(k, log)`` receives indices into ``specs``.
     ``eval_every`` is :meth:`BatchedTrainer.train`'s (evaluate every k epochs and at the end).
@@ -972,7 +978,7 @@ def train_models(specs: Sequence[ModelSpec], data: ClassificationData, *,
     jobs: list[list[int]] = []
     for members in by_depth.values():
         buckets = bucket_widths([specs[i].sizes for i in members], method=bucketing,
-                                max_buckets=max_buckets)
+                                max_buckets=max_buckets, overhead=_STEP_OVERHEAD)
         jobs.extend([members[j] for j in bucket] for bucket in buckets)
 
     if workers == 1 or len(jobs) == 1:
