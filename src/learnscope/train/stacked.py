@@ -568,7 +568,8 @@ class _FlatOptimizer:
                 if self.buf is None:
                     self.buf = g.clone()
                 else:
-                    self.buf.mul_(self.momentum).add_(g)
+                    # momentum * buf + g in one pass (torch.optim's mul_ then add_)
+                    torch.add(g, self.buf, alpha=self.momentum, out=self.buf)
                 g = self.buf
             if isinstance(lr, torch.Tensor):
                 p.addcmul_(g, lr, value=-1)
