@@ -3,7 +3,7 @@
 Usage: python benchmarks/double_descent_sweep.py [--threads 2] [--epochs 500]
            [--widths 2,3,4,...,300] [--num-samples 16000] [--n-train 4000]
            [--plain-widths 2,36,128,300] [--plain-steps 1000] [--skip-plain]
-           [--skip-final-only] [--eval-every 5] [--workers 1]
+           [--skip-final-only] [--eval-every 5] [--workers 2]
 
 The sweep of the MNIST-1D reference notebook ``deep-double-descent.ipynb``: two-hidden-layer
 MLPs 40-h-h-10 for its 19 widths ``np.unique(np.geomspace(2, 300, 20, dtype=int))``, 4000
@@ -25,8 +25,13 @@ therefore differ somewhat from the notebook's.
     (the same buckets and batch order, so the same final errors).
 (1c) train_models with ``eval_every=--eval-every``: the curves every k epochs (and the last), for
     the cost of per-epoch curves relative to (1b); the same final errors as (1).
-``--workers W`` runs (1), (1b), (1c) with ``train_models(workers=W)``: W buckets at a time, one
-torch thread each (``--threads`` is then only the peak's thread count: give ``--threads W``).
+``--workers W`` (default 2) runs (1), (1b), (1c) with ``train_models(workers=W)``: W buckets at a
+time, each in its own spawned process with one torch thread (``--threads`` is then only the
+peak's thread count: give ``--threads W``); ``--workers 1`` trains the buckets one after another
+in this process at ``--threads`` torch threads. Measured on a quiet 2-core machine: the
+final-only sweep took 44.8 s with 2 worker processes, 51.5 s at 2 torch threads in one process,
+60.4 s with 2 worker *threads* (the GIL between their small ops); the matrix products alone at
+the sweep's padded shapes would take ~24 s on 2 cores (4 buckets), ~47% of the matmul peak.
 The float32 2048x2048 matmul peak at ``--threads`` is measured in the same process (best of a
 few, before and after the sweep) and every batched run is given as a percentage of it.
 (2) One model at a time, the way the notebook does it: ``nn.Sequential``, autograd,
@@ -146,6 +151,41 @@ def batched_sweep(widths: list[int], data: ClassificationData, epochs: int, seed
     return total, [([widths[i] for i in b], end - t0) for end, b in ends], results
 
 
+def gemm_seconds_per_step(n_models: int, width: int, repeats: int = 3, n: int = 300) -> float:
+    """Wall s of the 8 batched matrix products of one training step of a bucket (forward,
+    weight and input gradients; ``out=`` buffers, inputs with the bias column), nothing else:
+    the time a step could take if everything but the matmuls were free."""
+    g = torch.Generator().manual_seed(0)
+    K, B, w, C, d = n_models, BATCH, width, N_CLASSES, N_IN + 1
+
+    def r(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g)
+
+    x, w0, w1, b1, w2, b2 = r(K, B, d), r(K, d, w), r(K, w, w), r(K, 1, w), r(K, C, w), r(K, C, 1)
+    a0, a1, d1, d0 = (torch.empty(K, B, w) for _ in range(4))
+    z, g0, g1, g2 = torch.empty(K, C, B), torch.empty(K, d, w), torch.empty(K, w, w), \
+        torch.empty(K, C, w)
+
+    def step() -> None:
+        torch.bmm(x, w0, out=a0)
+        torch.baddbmm(b1, a0, w1, out=a1)
+        torch.baddbmm(b2, w2, a1.transpose(1, 2), out=z)
+        torch.bmm(z, a1, out=g2)
+        torch.bmm(z.transpose(1, 2), w2, out=d1)
+        torch.bmm(a0.transpose(1, 2), d1, out=g1)
+        torch.bmm(d1, w1.transpose(1, 2), out=d0)
+        torch.bmm(x.transpose(1, 2), d0, out=g0)
+
+    step()
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            step()
+        best = min(best, (time.perf_counter() - t0) / n)
+    return best
+
+
 def print_buckets(per_bucket: Buckets, total: float) -> None:
     print(f"{'bucket widths':<44}{'padded to':>10}{'models':>8}{'ends at s':>11}")
     for bw, t in per_bucket:
@@ -200,8 +240,9 @@ def main() -> None:
     parser.add_argument("--skip-plain", action="store_true")
     parser.add_argument("--skip-final-only", action="store_true",
                         help="skip (1b), the batched run that evaluates only at the end")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="train_models(workers=W): buckets trained W at a time")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="train_models(workers=W): buckets trained W at a time, each in "
+                             "its own process (1: all in this process at --threads)")
     parser.add_argument("--eval-every", type=int, default=5,
                         help="(1c): train_models(eval_every=k); 1 skips (1c)")
     args = parser.parse_args()
@@ -265,6 +306,19 @@ def main() -> None:
               f"({100 * useful / total_ce / 1e9 / peak:.1f}% of peak){vs}; final logs "
               f"{'identical to' if same else 'DIFFER from'} (1)'s")
         print_buckets(per_bucket_ce, total_ce)
+    # the ceiling set by the matrix products alone, at one thread per bucket, W at a time
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    buckets = [[widths[i] for i in b] for b in buckets_of(widths, args.max_buckets)]
+    per_step = [gemm_seconds_per_step(len(b), max(b)) for b in buckets]
+    torch.set_num_threads(threads_before)
+    cores = max(W, T) if W > 1 else T
+    bound = sum(per_step) * steps / cores
+    print(f"\nmatrix products alone (8 bmm per step and bucket at its padded width, 1 thread, "
+          f"nothing else), {len(buckets)} buckets: {1e3 * sum(per_step):.2f} ms per step in all "
+          f"= {bound:.1f} s for the sweep on {cores} cores if perfectly shared "
+          f"({100 * useful / bound / 1e9 / peak:.1f}% of peak: the ceiling of this sweep's "
+          "shapes)" + (f"; (1b) takes {total_nb / bound:.2f}x that" if total_nb else ""))
     peak_end = matmul_peak()
     print(f"matmul peak re-measured after the batched runs: {peak_end:.1f} GFLOP/s (the "
           f"percentages above use the first, {peak:.1f})")
