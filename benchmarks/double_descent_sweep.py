@@ -369,7 +369,7 @@ def main() -> None:
               f"{steps} steps: {plain_epoch_eval:.0f} s ({plain_epoch_eval / 60:.1f} min) with "
               f"an evaluation every epoch like (1); {plain_final_eval:.0f} s "
               f"({plain_final_eval / 60:.1f} min) with one at the end like (1b)")
-        print(f"speedup (batched at {T} thread(s), measured, over plain at 1 thread, "
+        print(f"speedup (batched, {how}, measured, over plain at 1 thread, "
               f"extrapolated): (1) {plain_epoch_eval / total:.1f}x"
               + (f", (1b) {plain_final_eval / total_nb:.1f}x" if total_nb else ""))
 
