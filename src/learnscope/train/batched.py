@@ -966,7 +966,9 @@ def train_models(specs: Sequence[ModelSpec], data: ClassificationData, *,
     padded multiply-adds plus a per-step overhead), so the cores finish close together. The
     numbers are the same as with ``workers=1`` at one torch thread; ``on_epoch`` runs in the
     calling process, in each bucket's order, interleaved across buckets. The workers end with
-    the calling process (even when it is killed) and are stopped when the call ends.
+    the calling process (even when it is killed) and are stopped when the call ends. As for any
+    spawned processes, a script must make this call under ``if __name__ == "__main__":`` (a
+    spawned worker imports the script's main module).
     """
     if workers < 1:
         raise ValueError("workers must be >= 1")
