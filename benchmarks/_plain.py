@@ -19,7 +19,7 @@ def plain_sgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int,
     while done < steps:
         perm = torch.randperm(n, generator=order)
         for i in range(0, n, batch):
-            idx = perm[i:i + batch]
+            idx = perm[i:i + batch].to(x.device)
             loss = F.cross_entropy(model(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()

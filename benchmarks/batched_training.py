@@ -1,7 +1,7 @@
 """Batched training of many small MLPs (learnscope.train.batched) vs a one-by-one PyTorch loop.
 
 Usage: python benchmarks/batched_training.py [--threads 2] [--models 64] [--steps 500]
-                                            [--repeats 3] [--skip-widths]
+                                            [--repeats 3] [--skip-widths] [--device cpu]
 
 (a) K MLPs 40-64-10 (MNIST-1D shape: 4000 x 40 inputs, 10 classes; random data), batch 128,
     SGD with momentum, ``--steps`` steps each: a plain PyTorch loop (nn.Linear, autograd,
@@ -12,6 +12,9 @@ Usage: python benchmarks/batched_training.py [--threads 2] [--models 64] [--step
     machine's practical peak.
 (b) K=32 MLPs 40-w-10 with widths log-spaced 4..256: one-by-one vs bucketed (bucket_widths,
     at most 4 buckets), and vs a single stack padded to 256.
+
+``--device cuda`` runs everything (both ways, and the matmul peak) on the GPU, synchronising
+before each clock read; thread counts then only matter for the CPU side.
 
 Every time is the best of ``--repeats`` interleaved runs (the machine may be shared). The
 one-by-one loop is timed at 1 thread and at ``--threads`` (tiny ops often run slower on more
@@ -34,6 +37,7 @@ from learnscope.train.batched import BatchedTrainer, ModelSpec, bucket_widths
 
 N_TRAIN, N_TEST, N_IN, N_CLASSES, BATCH = 4000, 1000, 40, 10, 128
 LR, MOMENTUM = 0.01, 0.9
+DEVICE = torch.device("cpu")  # --device
 
 
 def random_data(seed: int = 0) -> ClassificationData:
@@ -44,28 +48,41 @@ def random_data(seed: int = 0) -> ClassificationData:
                               x[N_TRAIN:], y[N_TRAIN:], N_CLASSES)
 
 
-def matmul_peak(repeats: int = 5, n: int = 2048) -> float:
-    """GFLOP/s of an n x n float32 matmul, best of ``repeats``."""
+def matmul_peak(repeats: int = 5, n: int = 2048, device: torch.device | None = None) -> float:
+    """GFLOP/s of an n x n float32 matmul on ``device`` (default: ``--device``), best of
+    ``repeats`` (on a GPU: 8192 x 8192, so that the launch is negligible)."""
+    device = DEVICE if device is None else device
+    if device.type == "cuda":
+        n = max(n, 8192)
     g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
-    out = torch.empty(n, n)
+    a = torch.randn(n, n, generator=g).to(device)
+    b = torch.randn(n, n, generator=g).to(device)
+    out = torch.empty(n, n, device=device)
     torch.mm(a, b, out=out)
     best = min(_timed(lambda: torch.mm(a, b, out=out)) for _ in range(repeats))
     return 2 * n**3 / best / 1e9
 
 
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def _timed(fn) -> float:
+    _sync()
     t0 = time.perf_counter()
     fn()
+    _sync()
     return time.perf_counter() - t0
 
 
 def one_by_one(widths: list[int], data: ClassificationData, steps: int) -> None:
     """The plain loop: each model trained on its own with autograd and torch.optim.SGD."""
-    x, y = data.x_train, data.y_train
+    x, y = data.x_train.to(DEVICE), data.y_train.to(DEVICE)
     for seed, width in enumerate(widths):
         torch.manual_seed(seed)  # the user's way; the benchmark does not care about the RNG
-        model = nn.Sequential(nn.Linear(N_IN, width), nn.ReLU(), nn.Linear(width, N_CLASSES))
+        model = nn.Sequential(nn.Linear(N_IN, width), nn.ReLU(),
+                              nn.Linear(width, N_CLASSES)).to(DEVICE)
         plain_sgd(model, x, y, steps=steps, batch=BATCH, seed=seed, lr=LR, momentum=MOMENTUM)
 
 
@@ -74,7 +91,7 @@ def batched(groups: list[list[int]], data: ClassificationData, steps: int) -> No
     for widths in groups:
         specs = [ModelSpec([N_IN, w, N_CLASSES], seed=s) for s, w in enumerate(widths)]
         trainer = BatchedTrainer(specs, data, optimizer="sgd", lr=LR, momentum=MOMENTUM,
-                                 batch_size=BATCH)
+                                 batch_size=BATCH, device=DEVICE)
         trainer.steps(steps)
 
 
@@ -97,7 +114,12 @@ def main() -> None:
     parser.add_argument("--width-models", type=int, default=32)
     parser.add_argument("--width-steps", type=int, default=200)
     parser.add_argument("--skip-widths", action="store_true")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    if DEVICE.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no GPU is available to torch here")
 
     T = args.threads
     torch.set_num_threads(T)
@@ -107,7 +129,9 @@ def main() -> None:
           f"{args.repeats} interleaved runs")
     data = random_data()
     peak = matmul_peak()
-    print(f"float32 2048x2048 matmul peak at {T} thread(s): {peak:.1f} GFLOP/s")
+    where = (f"on {torch.cuda.get_device_name(DEVICE)}" if DEVICE.type == "cuda"
+             else f"at {T} thread(s)")
+    print(f"float32 matmul peak {where}: {peak:.1f} GFLOP/s")
     thread_counts = sorted({1, T})
 
     # (a) K identical architectures

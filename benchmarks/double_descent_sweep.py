@@ -3,7 +3,7 @@
 Usage: python benchmarks/double_descent_sweep.py [--threads 2] [--epochs 500]
            [--widths 2,3,4,...,300] [--num-samples 16000] [--n-train 4000]
            [--plain-widths 2,36,128,300] [--plain-steps 1000] [--skip-plain]
-           [--skip-final-only] [--eval-every 5] [--workers 2]
+           [--skip-final-only] [--eval-every 5] [--workers 2] [--device cpu]
 
 The sweep of the MNIST-1D reference notebook ``deep-double-descent.ipynb``: two-hidden-layer
 MLPs 40-h-h-10 for its 19 widths ``np.unique(np.geomspace(2, 300, 20, dtype=int))``, 4000
@@ -42,6 +42,9 @@ few, before and after the sweep) and every batched run is given as a percentage 
     for the evaluation pass), summed over the sweep's widths and scaled to its steps, with an
     evaluation every epoch (to compare with (1)) or once (with (1b)).
 
+``--device cuda`` trains everything (batched, plain, the matmul ceiling and peak) on the GPU,
+synchronising before each clock read (use ``--workers 1`` there: one process drives the GPU).
+
 The machine may be shared with other jobs (load averages are printed). The last line is
 ``dd_sweep_seconds=<wall time of (1b)>`` (the notebook's work; of (1) when (1b) is skipped).
 """
@@ -49,10 +52,12 @@ The machine may be shared with other jobs (load averages are printed). The last 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import time
 
+import batched_training
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -129,6 +134,12 @@ def buckets_of(widths: list[int], max_buckets: int) -> list[list[int]]:
                          overhead=_STEP_OVERHEAD)
 
 
+def _sync() -> None:
+    device = batched_training.DEVICE
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def batched_sweep(widths: list[int], data: ClassificationData, epochs: int, seed: int,
                   max_buckets: int, eval_every: int = 1, workers: int = 1
                   ) -> tuple[float, Buckets, list[BatchedResult]]:
@@ -145,7 +156,8 @@ def batched_sweep(widths: list[int], data: ClassificationData, epochs: int, seed
     results = train_models(specs, data, max_epochs=epochs, max_buckets=max_buckets,
                            on_epoch=on_epoch, optimizer="sgd", lr=LR, momentum=MOMENTUM,
                            batch_size=BATCH, dtype=torch.float32, eval_every=eval_every,
-                           workers=workers)
+                           workers=workers, device=batched_training.DEVICE)
+    _sync()
     total = time.perf_counter() - t0
     ends = sorted((max(last[i] for i in b), b) for b in buckets)
     return total, [([widths[i] for i in b], end - t0) for end, b in ends], results
@@ -157,14 +169,15 @@ def gemm_seconds_per_step(n_models: int, width: int, repeats: int = 3, n: int = 
     the time a step could take if everything but the matmuls were free."""
     g = torch.Generator().manual_seed(0)
     K, B, w, C, d = n_models, BATCH, width, N_CLASSES, N_IN + 1
+    dev = batched_training.DEVICE
 
     def r(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=g)
+        return torch.randn(*shape, generator=g).to(dev)
 
     x, w0, w1, b1, w2, b2 = r(K, B, d), r(K, d, w), r(K, w, w), r(K, 1, w), r(K, C, w), r(K, C, 1)
-    a0, a1, d1, d0 = (torch.empty(K, B, w) for _ in range(4))
-    z, g0, g1, g2 = torch.empty(K, C, B), torch.empty(K, d, w), torch.empty(K, w, w), \
-        torch.empty(K, C, w)
+    a0, a1, d1, d0 = (torch.empty(K, B, w, device=dev) for _ in range(4))
+    z, g0, g1, g2 = (torch.empty(*shape, device=dev)
+                     for shape in ((K, C, B), (K, d, w), (K, w, w), (K, C, w)))
 
     def step() -> None:
         torch.bmm(x, w0, out=a0)
@@ -179,9 +192,11 @@ def gemm_seconds_per_step(n_models: int, width: int, repeats: int = 3, n: int = 
     step()
     best = math.inf
     for _ in range(repeats):
+        _sync()
         t0 = time.perf_counter()
         for _ in range(n):
             step()
+        _sync()
         best = min(best, (time.perf_counter() - t0) / n)
     return best
 
@@ -211,12 +226,14 @@ def plain_run(width: int, data: ClassificationData, steps: int, seed: int,
               evals: int = 5) -> tuple[float, float]:
     """(wall s of ``steps`` plain-PyTorch SGD steps of one model, model construction included;
     wall s of one evaluation pass, the mean of ``evals`` passes after training)."""
+    _sync()
     t0 = time.perf_counter()
     torch.manual_seed(seed)  # the notebook's way; the benchmark does not care about the RNG
     model = nn.Sequential(nn.Linear(N_IN, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
-                          nn.Linear(width, N_CLASSES))
+                          nn.Linear(width, N_CLASSES)).to(data.x_train.device)
     plain_sgd(model, data.x_train, data.y_train, steps=steps, batch=BATCH, seed=seed, lr=LR,
               momentum=MOMENTUM)
+    _sync()
     t1 = time.perf_counter()
     for _ in range(evals):
         _evaluate(model, data)
@@ -245,7 +262,11 @@ def main() -> None:
                              "its own process (1: all in this process at --threads)")
     parser.add_argument("--eval-every", type=int, default=5,
                         help="(1c): train_models(eval_every=k); 1 skips (1c)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
+    batched_training.DEVICE = torch.device(args.device)
+    if batched_training.DEVICE.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no GPU is available to torch here")
 
     T = args.threads
     torch.set_num_threads(T)
@@ -253,7 +274,9 @@ def main() -> None:
           f"torch.get_num_threads() = {torch.get_num_threads()}")
     print(f"note: the machine may be shared with other jobs; load average at start: {load()}")
     peak = matmul_peak()
-    print(f"float32 2048x2048 matmul peak at {T} thread(s): {peak:.1f} GFLOP/s (best of 5)")
+    where = (f"on {torch.cuda.get_device_name(batched_training.DEVICE)}"
+             if batched_training.DEVICE.type == "cuda" else f"at {T} thread(s)")
+    print(f"float32 matmul peak {where}: {peak:.1f} GFLOP/s (best of 5)")
     t0 = time.perf_counter()
     data = make_data(args.num_samples, args.n_train, args.noise, args.seed)
     t_data = time.perf_counter() - t0
@@ -339,6 +362,11 @@ def main() -> None:
     if not args.skip_plain:
         torch.set_num_threads(1)
         pw = sorted(set(args.plain_widths))
+        dev = batched_training.DEVICE
+        if dev.type != "cpu":
+            data = dataclasses.replace(data, x_train=data.x_train.to(dev),
+                                       y_train=data.y_train.to(dev),
+                                       x_test=data.x_test.to(dev), y_test=data.y_test.to(dev))
         plain_run(pw[0], data, 20, args.seed, evals=1)  # warm-up
         measured: dict[int, tuple[float, float]] = {}
         for w in pw:
