@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
@@ -65,3 +66,14 @@ def _watch_parent(parent_pid: int, poll_s: float) -> None:
     while os.getppid() == parent_pid:
         time.sleep(poll_s)
     os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
+
+
+def stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Stop a pool's workers now, also those in the middle of a task (e.g. after Ctrl-C)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in processes:
+        if p.is_alive():
+            p.terminate()
+    for p in processes:
+        p.join(timeout=5)

@@ -11,6 +11,7 @@ from typing import Any
 from learnscope.config import config_to_dict
 from learnscope.errors import LearnscopeError
 from learnscope.exec.worker import init_pool_worker, run_group
+from learnscope.processes import stop_pool
 from learnscope.studies.base import Study, TrialOutput
 
 
@@ -68,10 +69,4 @@ class ProcessExecutor:
         pool, self._pool = self._pool, None
         if pool is None:
             return
-        processes = list(getattr(pool, "_processes", {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
-        for p in processes:
-            if p.is_alive():
-                p.terminate()
-        for p in processes:
-            p.join(timeout=5)
+        stop_pool(pool)

@@ -950,9 +950,9 @@ def train_models(specs: Sequence[ModelSpec], data: ClassificationData, *,
 
     Specs are grouped by depth, then into at most ``max_buckets`` width buckets by
     :func:`bucket_widths` (``bucketing`` is its ``method``; the flops method counts a fixed
-    per-step overhead per bucket, so it uses fewer buckets when splitting saves less padding than
-    a bucket's overhead costs); each bucket is one :class:`BatchedTrainer` (``trainer_kwargs`` are its
-    keyword arguments, ``device`` included). Each result carries the trained network in
+    per-step overhead per bucket, so it uses fewer buckets when splitting saves less padding
+    than a bucket's overhead costs); each bucket is one :class:`BatchedTrainer`
+    (``trainer_kwargs`` are its keyword arguments, ``device`` included). Each result carries the trained network in
     ``.model`` (on ``device``); ``on_epoch(k, log)`` receives indices into ``specs``.
     ``eval_every`` is :meth:`BatchedTrainer.train`'s (evaluate every k epochs and at the end).
 
@@ -1047,6 +1047,8 @@ def _train_in_processes(jobs: list[list[int]], specs: list[ModelSpec], data: Cla
     import queue as queue_module
     from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 
+    from learnscope.processes import stop_pool
+
     ctx = multiprocessing.get_context("spawn")
     report = on_epoch is not None
     queue = ctx.Queue() if report else None
@@ -1075,14 +1077,10 @@ def _train_in_processes(jobs: list[list[int]], specs: list[ModelSpec], data: Cla
             yield from zip(idx, fut.result(), strict=True)
         clean = True
     finally:
-        processes = list((getattr(pool, "_processes", None) or {}).values())
-        pool.shutdown(wait=clean, cancel_futures=True)
-        if not clean:
-            for p in processes:
-                if p.is_alive():
-                    p.terminate()
-            for p in processes:
-                p.join(timeout=5)
+        if clean:
+            pool.shutdown()
+        else:
+            stop_pool(pool)
 
 
 # Per-step cost of a stack that does not scale with its size (kernel launches, Python), in
