@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -28,6 +27,7 @@ from learnscope.store import RunInfo, RunStore
 from learnscope.store.sqlite import TrialWrite, opened_run
 from learnscope.studies import get_study
 from learnscope.studies.base import Study
+from learnscope.versions import versions
 
 
 @dataclass
@@ -172,25 +172,6 @@ def resolve_config(study: Study, *, quick: bool = False,
     return build_config(study.Config, study.quick if quick else None, file_values, overrides,
                         {"seeds": seeds} if seeds is not None else None,
                         source_names=("--quick", str(config_file or ""), "--set", "--seeds"))
-
-
-def versions() -> dict[str, str]:
-    """Versions of learnscope, Python and the numerical packages (read from their metadata,
-    without importing them: importing scikit-learn alone takes a second or more)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    import torch
-
-    from learnscope import __version__
-
-    out = {"learnscope": __version__, "python": sys.version.split()[0],
-           "torch": torch.__version__}
-    for name in ("numpy", "scipy", "scikit-learn"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:  # pragma: no cover
-            out[name] = "not installed"
-    return out | {"platform": platform.platform()}
 
 
 def available_memory_bytes() -> int | None:

@@ -254,7 +254,7 @@ class Scope:
             self._store.close()
 
     def _write_outputs(self, status: str) -> None:
-        from learnscope.runner import versions
+        from learnscope.versions import versions
 
         assert self.run_dir is not None
         self.run_dir.mkdir(parents=True, exist_ok=True)

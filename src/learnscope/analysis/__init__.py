@@ -5,7 +5,7 @@ tables. Neutral ground: it imports nothing from studies, report or runner."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from learnscope.analysis.claims import (
     Claim,
@@ -36,7 +36,6 @@ from learnscope.analysis.figures import (
     SeriesData,
     evaluate,
 )
-from learnscope.analysis.results import Results
 
 
 @dataclass(frozen=True)
@@ -61,3 +60,17 @@ __all__ = ["Analysis", "Claim", "Curve", "FigureData", "Graph", "Heatmap", "Line
            "Results", "Scatter", "SeriesData", "Table", "Test", "above", "all_of", "at_least", "at_most", "below",
            "between", "claim", "evaluate", "jsonable", "median_ci", "median_iqr", "monotone", "peak_at",
            "ratio", "stands_out", "verdict"]
+
+
+if TYPE_CHECKING:
+    from learnscope.analysis.results import Results
+
+
+def __getattr__(name: str) -> Any:
+    """``Results`` on first use: it needs pandas (~0.5 s to import), which a Scope's findings
+    and claims do not."""
+    if name == "Results":
+        from learnscope.analysis.results import Results
+
+        return Results
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

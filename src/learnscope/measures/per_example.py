@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
 
 __all__ = [
     "DEFAULT_SUSPICION_METHOD",
@@ -389,6 +388,8 @@ def detection_auroc(scores: Any, is_positive: Any) -> float:
     n_neg = pos.size - n_pos
     if n_pos == 0 or n_neg == 0:
         raise ValueError("detection_auroc needs at least one positive and one negative example")
+    from scipy.stats import rankdata  # here: importing scipy.stats takes ~1 s
+
     ranks = rankdata(s)
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 

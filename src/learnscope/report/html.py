@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from learnscope.analysis import Analysis, FigureData, Table
-from learnscope.report.figures import draw, shared_series_colours
+from learnscope.report.figures import draw, figure_html, shared_series_colours
 
 _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;color:#222;
@@ -153,7 +153,7 @@ def _section_html(s: StudySection, index: int) -> str:
 
 def _figure_html(fig: Any, colours: dict[str, str] | None = None) -> str:
     plot = draw(fig, colours) if isinstance(fig, FigureData) else fig
-    html_ = plot.to_html(full_html=False, include_plotlyjs=False)
+    html_ = figure_html(plot)
     caption = getattr(fig, "caption", "")
     return html_ + (f"<p class='meta'>{html.escape(caption)}</p>" if caption else "")
 
