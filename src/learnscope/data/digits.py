@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from sklearn.datasets import load_digits
 
 from learnscope.data.classification import ClassificationData
 from learnscope.seeding import numpy_rng
@@ -16,6 +15,8 @@ def digits(n_train: int = 1000, *, seed: int = 0) -> ClassificationData:
     >>> tuple(d.x_train.shape), tuple(d.x_test.shape), d.n_classes
     ((1000, 64), (797, 64), 10)
     """
+    from sklearn.datasets import load_digits  # here: sklearn takes ~2 s to import
+
     bunch = load_digits()
     x = torch.tensor(bunch.data, dtype=torch.float32) / 16.0
     y = torch.tensor(bunch.target, dtype=torch.long)
