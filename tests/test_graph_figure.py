@@ -121,6 +121,7 @@ def test_drawn_graph_has_arrows_labels_and_a_colour_bar():
     (trace,) = plot.data
     assert trace.marker.showscale and trace.marker.colorbar.title.text == "backward step"
     assert "node_value: 9" in trace.hovertext[0]
+    plot.to_plotly()  # valid for plotly's own validation
 
 
 def test_report_html_contains_the_graph():

@@ -278,5 +278,6 @@ def test_scatter_coloured_by_a_field_and_drawn_on_one_scale():
     assert {(t.marker.cmin, t.marker.cmax) for t in plot.data} == {(0.0, 5.0)}
     assert [t.marker.showscale for t in plot.data] == [True, False]
     assert list(plot.data[0].marker.color) == [0.0, 1.0, 2.0, 3.0, 4.0]
+    plot.to_plotly()  # valid for plotly's own validation
     plain = evaluate(dataclasses.replace(spec, color=None), Results(trials))
     assert all(s.c is None for s in plain.series)  # without color: the plain scatter

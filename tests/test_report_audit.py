@@ -9,7 +9,6 @@ import math
 import re
 from pathlib import Path
 
-import plotly.graph_objects as go
 import pytest
 import torch
 from plotly.offline import get_plotlyjs
@@ -17,7 +16,7 @@ from plotly.offline import get_plotlyjs
 from learnscope.analysis import FigureData, Results, SeriesData
 from learnscope.analysis.figures import Marker
 from learnscope.probes.defaults import default_probes
-from learnscope.report.figures import draw, line_figure
+from learnscope.report.figures import Figure, draw, line_figure
 from learnscope.report.html import (
     StudySection,
     plotlyjs_name,
@@ -43,7 +42,7 @@ def tiny_double_descent(tmp_path_factory: pytest.TempPathFactory) -> RunOutcome:
                      out=out)
 
 
-def _marker_positions(fig: go.Figure) -> list[tuple[float, float]]:
+def _marker_positions(fig: Figure) -> list[tuple[float, float]]:
     """(shape x0, annotation x) of each vertical marker, in figure order."""
     shapes = [s for s in fig.layout.shapes if s.x0 == s.x1 and s.xref == "x"]
     notes = [a for a in fig.layout.annotations if a.xref == "x"]
@@ -83,7 +82,7 @@ def test_every_double_descent_threshold_marker_sits_at_its_threshold(
     assert seen == set(expected)
 
 
-def _figure(log_x: bool, log_y: bool, vlines=(), hlines=()) -> go.Figure:
+def _figure(log_x: bool, log_y: bool, vlines=(), hlines=()) -> Figure:
     return draw(FigureData("line", "t", log_x=log_x, log_y=log_y,
                            series=[SeriesData("s", [1, 10, 100, 1000], [0.1, 1, 10, 100])],
                            markers=[Marker(x, label) for x, label in vlines],
@@ -116,6 +115,21 @@ def test_markers_with_no_place_on_a_log_axis_are_left_out() -> None:
     fig = _figure(True, True, vlines=[(0, "zero"), (10, "ten")], hlines=[(-1, "neg")])
     assert _marker_positions(fig) == [(10, pytest.approx(1.0))]
     assert [a.text for a in fig.layout.annotations] == ["ten"]
+    fig.to_plotly()  # valid for plotly's own validation
+
+
+def test_line_figures_with_bands_and_markers_are_valid_plotly() -> None:
+    from learnscope.report.figures import Series, figure_json
+
+    fig = line_figure("t", [Series("a", [1, 2, 3], [1.0, math.nan, 3.0], lo=[0, 0, 2],
+                                   hi=[2, 2, 4], dash="dash"), Series("b", [1, 2], [2, 1])],
+                      x_title="x", y_title="y", log_x=True, vlines=[(2, "two")],
+                      hlines=[(1.5, "mid")], legend_title="module")
+    plot = fig.to_plotly()
+    assert plot.layout.template.layout.plot_bgcolor == "white"  # the report's look
+    assert plot.layout.xaxis.title.text == "x" and plot.layout.legend.title.text == "module"
+    assert [t.name for t in plot.data] == ["a spread", "a", "b"]
+    assert figure_json(fig)["layout"]["template"]["layout"]["plot_bgcolor"] == "white"
 
 
 # --- plotly.js shared by the reports of a results folder ------------------------------------

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from learnscope.cli import main
+from learnscope.report.figures import draw
 from learnscope.runner import run_study
 from learnscope.studies import get_study, study_names
 
@@ -49,6 +50,8 @@ def test_tiny_run_end_to_end(tiny_runs, name):
         {"id", "statement", "measured", "threshold", "holds", "gating"} <= set(c)
         for c in result["claims"])
     assert outcome.analysis.figures and all(not f.empty for f in outcome.analysis.figures)
+    for fig in outcome.analysis.figures:  # the kit's plain figures are valid plotly figures
+        draw(fig).to_plotly()
     html = (outcome.run_dir / "report.html").read_text()
     # offline: plotly.js from the one local copy in the results folder, no URL
     (src,) = re.findall(r"<script[^>]+src='([^']+)'", html)

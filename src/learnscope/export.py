@@ -231,17 +231,17 @@ def to_tensorboard(run_dir: PathLike, log_dir: PathLike) -> Path:
 def _figures_of(run_dir: PathLike) -> list[Any]:
     """The report's figures (plotly), re-analysed from the store alone."""
     from learnscope.config import build_config
-    from learnscope.report.figures import draw, themed
+    from learnscope.report.figures import draw
     from learnscope.studies import get_study
 
     run, trials = _stored_run(run_dir)
     if run.config.get("kind") == "probes":
         from learnscope.report.probe_report import probe_figures
 
-        return [themed(f) for f in probe_figures([r for t in trials for r in t.records])[0]]
+        return [f.to_plotly() for f in probe_figures([r for t in trials for r in t.records])[0]]
     study = get_study(run.study)
     analysis = study.analyze(build_config(study.Config, run.config), trials)
-    return [themed(draw(f)) for f in analysis.figures]
+    return [draw(f).to_plotly() for f in analysis.figures]
 
 
 def figures(run_dir: PathLike, out_dir: PathLike, fmt: str = "png", *, scale: float = 2.0
