@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import importlib
 import pkgutil
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -37,7 +38,21 @@ def module_exports(package: str, path: Iterable[str]) -> dict[str, str]:
     return exports
 
 
+_ALL = re.compile(r"^__all__\s*=\s*([\[(].*?[\])])\s*$", re.MULTILINE | re.DOTALL)
+
+
 def _literal_all(source: str) -> list[str]:
+    """The module's literal ``__all__``: read from its assignment alone when it stands at the
+    start of a line (parsing whole modules took ~0.1 s per process for two packages),
+    else from the parsed module."""
+    match = _ALL.search(source)
+    if match:
+        try:
+            value = ast.literal_eval(match.group(1))
+        except (ValueError, SyntaxError):
+            pass
+        else:
+            return [str(v) for v in value]
     for node in ast.parse(source).body:
         if isinstance(node, ast.Assign) and any(
                 isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
