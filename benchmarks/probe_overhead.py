@@ -152,11 +152,14 @@ def fresh_pair(epochs: int, threads: int) -> None:
 
 def fresh_pairs(n: int, epochs: int, threads: int) -> list[tuple[float, float]]:
     """``n`` pairs, each in a new Python process (see :func:`fresh_pair`)."""
+    # Python as users run it: writing and reusing bytecode (some sandboxes and CI images set
+    # PYTHONDONTWRITEBYTECODE, which makes every import compile its source again)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     out = []
     for _ in range(n):
         done = subprocess.run([sys.executable, __file__, "--fresh-child", "--epochs",
                                str(epochs), "--threads", str(threads)],
-                              capture_output=True, text=True, check=True)
+                              capture_output=True, text=True, check=True, env=env)
         row = json.loads(done.stdout.strip().splitlines()[-1])
         out.append((row["plain"], row["probed"]))
     return out
