@@ -8,7 +8,8 @@ Usage: python benchmarks/stacked_training.py [--threads 1] [--models 64] [--step
 (a) K MLPs 40-64-10 (MNIST-1D shape: 4000 x 40 inputs, 10 classes; random data), batch 128,
     SGD with momentum, ``--steps`` steps each, three ways: a plain PyTorch loop (nn.Linear,
     autograd, torch.optim.SGD, one model after the other, the way a user writes it), the
-    general engine (StackedTrainer: vmap + functional_call + autograd) and the fast path
+    general engine (StackedTrainer: the batched forward written out for MLPs, vmap +
+    functional_call for other modules such as the CNN, autograd) and the fast path
     (make_stack's choice here: the hand-written BatchedTrainer). Wall times, speedups over the
     one-by-one loop and achieved GFLOP/s (6 FLOPs per weight per example: 2 forward, 4
     backward; biases not counted) as a fraction of a 2048x2048 float32 matmul's GFLOP/s
@@ -107,7 +108,7 @@ def mlp_runs(width: int, K: int, x: torch.Tensor, y: torch.Tensor, steps: int,
         return mlp([N_IN, width, N_CLASSES], seed=s)
 
     return {"one-by-one": lambda: one_by_one(make, K, x, y, steps, batch),
-            "general (vmap)": lambda: stacked(make, K, x, y, steps, batch, False),
+            "general engine": lambda: stacked(make, K, x, y, steps, batch, False),
             "fast path": lambda: stacked(make, K, x, y, steps, batch, True)}
 
 
@@ -164,7 +165,7 @@ def main() -> None:
     flops = 6 * (N_IN * hidden + hidden * N_CLASSES) * batch * K * steps
     table(f"(a) K={K} MLPs {N_IN}-{hidden}-{N_CLASSES}, batch {batch}, {steps} SGD steps, "
           "float32", times, flops, peak, "one-by-one", K * steps)
-    speedup = times["one-by-one"] / times["general (vmap)"]
+    speedup = times["one-by-one"] / times["general engine"]
 
     # (b) other widths
     Kw, wsteps = args.width_models, args.width_steps
@@ -181,7 +182,7 @@ def main() -> None:
         return cnn1d(seed=s)
 
     cnn = {"one-by-one": lambda: one_by_one(make_cnn, Kc, x, y, csteps, cbatch),
-           "general (vmap)": lambda: stacked(make_cnn, Kc, x, y, csteps, cbatch, False)}
+           "general engine": lambda: stacked(make_cnn, Kc, x, y, csteps, cbatch, False)}
     one_by_one(make_cnn, 2, x, y, 3, cbatch)
     stacked(make_cnn, Kc, x, y, 3, cbatch, False)
     t = best_times(cnn, args.repeats)
