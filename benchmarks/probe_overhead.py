@@ -72,21 +72,16 @@ def candidate_probes(x_train: torch.Tensor, y_train: torch.Tensor) -> dict[str, 
     }
 
 
-def train(data, probes, epochs: int, out_dir: str | None
-          ) -> tuple[float, float, Scope | None, float, float]:
-    """Wall s, report s, the scope, CPU s, and wall s inside the scope's calls."""
-    model = mlp([40, 256, 256, 10], seed=0)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+def _sgd(model: nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+
+
+def _loop(model: nn.Module, opt: torch.optim.Optimizer, data, epochs: int, on_step=None,
+          on_epoch=None) -> None:
+    """The training loop every configuration runs: batch 100, a seeded order; ``on_step(loss)``
+    after each optimizer step, ``on_epoch()`` after each epoch."""
     gen = torch_generator(0, "bench-order")
     x, y = data.x_train, data.y_train
-    clock = time.perf_counter
-    t0, c0 = clock(), time.process_time()
-    scope = None
-    in_calls = 0.0
-    if probes is not None:
-        scope = Scope(model, probes, data=(data.x_test[:512], data.y_test[:512]), out=out_dir,
-                      name="bench", report=False)
-        in_calls += clock() - t0
     for _ in range(epochs):
         perm = torch.randperm(len(x), generator=gen)
         for i in range(0, len(x), 100):
@@ -95,29 +90,46 @@ def train(data, probes, epochs: int, out_dir: str | None
             loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
             loss.backward()
             opt.step()
-            if scope is not None:
-                t1 = clock()
-                scope.step(loss)
-                in_calls += clock() - t1
-        if scope is not None:
+            if on_step is not None:
+                on_step(loss)
+        if on_epoch is not None:
+            on_epoch()
+
+
+def train(data, probes, epochs: int, out_dir: str | None
+          ) -> tuple[float, float, Scope | None, float, float]:
+    """Wall s, report s, the scope, CPU s, and wall s inside the scope's calls."""
+    model = mlp([40, 256, 256, 10], seed=0)
+    clock = time.perf_counter
+    t0, c0 = clock(), time.process_time()
+    if probes is None:
+        _loop(model, _sgd(model), data, epochs)
+        return clock() - t0, 0.0, None, time.process_time() - c0, 0.0
+    in_calls = [0.0]
+
+    def timed(call):
+        def run(*args):
             t1 = clock()
-            scope.epoch()
-            in_calls += clock() - t1
-    if scope is not None:
-        t1 = clock()
-        scope.close()
-        in_calls += clock() - t1
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            call(*args)
+            in_calls[0] += clock() - t1
+        return run
+
+    scope = Scope(model, probes, data=(data.x_test[:512], data.y_test[:512]), out=out_dir,
+                  name="bench", report=False)
+    in_calls[0] += clock() - t0
+    _loop(model, _sgd(model), data, epochs, timed(scope.step), timed(scope.epoch))
+    timed(scope.close)()
+    wall, cpu = clock() - t0, time.process_time() - c0
     report_s = 0.0
-    if scope is not None and out_dir is not None:
+    if out_dir is not None:
         from learnscope.report.probe_report import write_probe_report
 
-        t1 = time.perf_counter()
+        t1 = clock()
         write_probe_report(scope.run_dir / "report.html",
                            {"study": "bench", "config": scope.config(), "timings": scope.timings},
                            scope.records)
-        report_s = time.perf_counter() - t1
-    return wall, report_s, scope, cpu, in_calls
+        report_s = clock() - t1
+    return wall, report_s, scope, cpu, in_calls[0]
 
 
 def fresh_pair(epochs: int, threads: int) -> None:
@@ -129,22 +141,11 @@ def fresh_pair(epochs: int, threads: int) -> None:
     plain, *_ = train(data, None, epochs, None)
     with tempfile.TemporaryDirectory() as tmp:
         model = mlp([40, 256, 256, 10], seed=0)
-        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-        gen = torch_generator(0, "bench-order")
-        x, y = data.x_train, data.y_train
+        opt = _sgd(model)
         t0 = time.perf_counter()
         with Scope(model, data=(data.x_test[:512], data.y_test[:512]), out=tmp,
                    name="bench", optimizer=opt) as scope:
-            for _ in range(epochs):
-                perm = torch.randperm(len(x), generator=gen)
-                for i in range(0, len(x), 100):
-                    idx = perm[i:i + 100]
-                    opt.zero_grad()
-                    loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-                    loss.backward()
-                    opt.step()
-                    scope.step(loss)
-                scope.epoch()
+            _loop(model, opt, data, epochs, scope.step, scope.epoch)
         probed = time.perf_counter() - t0
         assert (scope.run_dir / "report.html").exists()
     print(json.dumps({"plain": plain, "probed": probed}))
