@@ -70,6 +70,16 @@ def test_other_modules_are_left_to_vmap(module: nn.Module) -> None:
     assert stacked_forward(module) is None
 
 
+def test_tied_layers_and_hooks_are_left_to_vmap() -> None:
+    shared = nn.Linear(3, 3)
+    assert stacked_forward(nn.Sequential(shared, nn.ReLU(), shared)) is None
+    net = mlp([4, 3, 2], seed=0)
+    handle = net[0].register_forward_hook(lambda m, i, o: o * 2)
+    assert stacked_forward(net) is None
+    handle.remove()
+    assert stacked_forward(net) is not None
+
+
 def test_the_stacked_trainer_takes_the_written_out_forward_with_the_same_numbers() -> None:
     """A toy-autoencoder stack trains to the same weights on the written-out forward as on
     vmap (float64)."""

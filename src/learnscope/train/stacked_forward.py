@@ -11,8 +11,8 @@ None), so nothing changes for it.
 * a module with a ``stacked_forward(params, x)`` method of its own (e.g.
   :class:`~learnscope.models.toy.ToyReLUAutoencoder`);
 * ``nn.Sequential`` of ``nn.Linear`` (with or without bias), ``nn.ReLU``, ``nn.Tanh``,
-  ``nn.Sigmoid``, ``nn.GELU``, ``nn.Identity`` and ``nn.Dropout(p=0)``, without buffers: every
-  ``mlp`` and ``deep_linear`` network.
+  ``nn.Sigmoid``, ``nn.GELU``, ``nn.Identity`` and ``nn.Dropout(p=0)``, without buffers, hooks
+  or a layer used twice: every ``mlp`` and ``deep_linear`` network.
 
 The call is ``forward(params, x, shared)``: ``params`` maps each parameter name to its stacked
 tensor ``(K, *shape)``; ``x`` is ``(K, b, ...)`` (each model its own inputs) or, with ``shared``,
@@ -45,8 +45,12 @@ def stacked_forward(module: nn.Module) -> StackedForward | None:
         return own
     if type(module) is not nn.Sequential or any(True for _ in module.buffers()):
         return None
+    children = list(module._modules.items())
+    if len({id(layer) for _, layer in children}) != len(children) or any(
+            m._forward_hooks or m._forward_pre_hooks for m in module.modules()):
+        return None  # a layer used twice, or hooks that only the module's own forward runs
     steps: list[_Step] = []
-    for name, layer in module.named_children():
+    for name, layer in children:
         step = _layer_step(name, layer)
         if step is None:
             return None
