@@ -40,15 +40,16 @@ _Step = Callable[[dict[str, torch.Tensor], torch.Tensor, bool], torch.Tensor]
 def stacked_forward(module: nn.Module) -> StackedForward | None:
     """The batched forward of ``module`` over stacked parameters, or None when it is not one of
     the kinds in the module docstring (then ``vmap`` is the way)."""
+    if any(m._forward_hooks or m._forward_pre_hooks for m in module.modules()):
+        return None  # hooks that only the module's own forward runs
     own = getattr(module, "stacked_forward", None)
     if callable(own):
         return own
     if type(module) is not nn.Sequential or any(True for _ in module.buffers()):
         return None
     children = list(module._modules.items())
-    if len({id(layer) for _, layer in children}) != len(children) or any(
-            m._forward_hooks or m._forward_pre_hooks for m in module.modules()):
-        return None  # a layer used twice, or hooks that only the module's own forward runs
+    if len({id(layer) for _, layer in children}) != len(children):
+        return None  # a layer used twice
     steps: list[_Step] = []
     for name, layer in children:
         step = _layer_step(name, layer)
