@@ -116,3 +116,40 @@ def test_worker_processes_report_epochs_in_the_caller_and_restore_nothing():
     assert pids == {os.getpid()}
     assert order == {k: [1, 2] for k in range(6)}
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("widths", [[16, 16, 16, 16], [3, 9, 5, 7]])
+def test_one_bucket_is_split_over_the_workers_with_the_same_numbers(monkeypatch, widths):
+    """Four models in one bucket (one width, or mixed widths held in one bucket) with two
+    workers train as two buckets in two processes, to exactly the numbers of the one bucket
+    trained serially."""
+    import learnscope.train.batched as batched
+
+    data = _toy_data()
+    specs = [ModelSpec([8, w, 4], seed=s) for s, w in enumerate(widths)]
+    kw = dict(max_epochs=2, optimizer="sgd", lr=0.05, batch_size=32, max_buckets=1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        serial = train_models(specs, data, **kw)
+    finally:
+        torch.set_num_threads(before)
+    jobs_seen: list[list[list[int]]] = []
+    real = batched._train_in_processes
+
+    def spy(jobs, *args, **kwargs):
+        jobs_seen.append([list(j) for j in jobs])
+        return real(jobs, *args, **kwargs)
+
+    monkeypatch.setattr(batched, "_train_in_processes", spy)
+    parallel = train_models(specs, data, workers=2, **kw)
+    assert len(jobs_seen[0]) == 2 and sorted(i for j in jobs_seen[0] for i in j) == [0, 1, 2, 3]
+    assert all(len(j) == 2 for j in jobs_seen[0])
+    for a, b in zip(serial, parallel, strict=True):
+        assert repr(a.history) == repr(b.history)
+        for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True):
+            assert torch.equal(p, q)
+    # buckets whose subsets differ in size are left whole (their trainer refuses them)
+    odd = [ModelSpec([8, 7, 4], seed=0, subset=torch.arange(5)),
+           ModelSpec([8, 7, 4], seed=1, subset=torch.arange(6))]
+    assert batched._spread([[0, 1]], odd, 2) == [[0, 1]]
