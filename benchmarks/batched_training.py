@@ -10,6 +10,9 @@ Usage: python benchmarks/batched_training.py [--threads 2] [--models 64] [--step
     (6 FLOPs per weight per example: 2 forward, 4 backward; biases not counted) as a fraction of
     a 2048x2048 float32 matmul's GFLOP/s measured in the same process (best of a few), the
     machine's practical peak.
+(a') on the CPU, the same K models as ``train_models(..., workers=2)`` runs them: two spawned
+    processes of K/2 models, one torch thread each, started together after a warm-up (the
+    processes' start, ~1-2 s once per sweep, is not counted).
 (b) K=32 MLPs 40-w-10 with widths log-spaced 4..256: one-by-one vs bucketed (bucket_widths,
     at most 4 buckets), and vs a single stack padded to 256.
 
@@ -25,6 +28,7 @@ threads); speedups are against the faster of the two. The last line is
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import time
 
 import numpy as np
@@ -95,6 +99,34 @@ def batched(groups: list[list[int]], data: ClassificationData, steps: int) -> No
         trainer.steps(steps)
 
 
+def _process_part(k: int, steps: int, barrier, queue) -> None:
+    torch.set_num_threads(1)
+    specs = [ModelSpec([N_IN, 64, N_CLASSES], seed=s) for s in range(k)]
+    trainer = BatchedTrainer(specs, random_data(), optimizer="sgd", lr=LR, momentum=MOMENTUM,
+                             batch_size=BATCH)
+    trainer.steps(5)  # warm-up
+    barrier.wait()
+    trainer.steps(steps)
+    queue.put(time.perf_counter())
+
+
+def in_processes(K: int, steps: int, workers: int = 2) -> float:
+    """Wall s for ``steps`` steps of K models split over ``workers`` spawned processes (1
+    thread each), from a common start to the last one's end (CLOCK_MONOTONIC is system-wide)."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier, queue = ctx.Barrier(workers + 1), ctx.Queue()
+    procs = [ctx.Process(target=_process_part, args=(K // workers, steps, barrier, queue))
+             for _ in range(workers)]
+    for proc in procs:
+        proc.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    ends = [queue.get() for _ in procs]
+    for proc in procs:
+        proc.join()
+    return max(ends) - t0
+
+
 def best_times(runs: dict[str, tuple[int, object]], repeats: int) -> dict[str, float]:
     """Best wall time of each ``name: (threads, fn)``, the runs interleaved ``repeats`` times."""
     best = {name: float("inf") for name in runs}
@@ -159,6 +191,12 @@ def main() -> None:
               f"{100 * g / peak:>7.1f}%")
     print(f"speedup {speedup:.1f}x over the faster one-by-one run; batched at "
           f"{gflops:.1f} GFLOP/s = {100 * gflops / peak:.1f}% of the matmul peak")
+    if DEVICE.type == "cpu" and T > 1 and K % T == 0:
+        t_proc = min(in_processes(K, steps, T) for _ in range(args.repeats))
+        g = flops / t_proc / 1e9
+        print(f"(a') {T} processes of {K // T} models, 1 thread each (as train_models(workers="
+              f"{T})): {t_proc:.3f} s, {t_single / t_proc:.1f}x over the faster one-by-one "
+              f"run, {g:.1f} GFLOP/s = {100 * g / peak:.1f}% of the matmul peak")
 
     # (b) widths log-spaced 4..256
     if not args.skip_widths:
