@@ -183,9 +183,8 @@ def line_figure(title: str, series: Sequence[Series], *, x_title: str, y_title: 
                 x=list(s.x) + list(s.x)[::-1], y=list(s.hi) + list(s.lo)[::-1], fill="toself",
                 fillcolor=_rgba(color, 0.15), line={"width": 0}, mode="lines", hoverinfo="skip",
                 showlegend=False, name=f"{s.name} spread")
-        line = {"color": color} if s.dash is None else {"color": color, "dash": s.dash}
-        fig.add_scatter(x=list(s.x), y=list(s.y), name=s.name, mode=s.mode, line=line,
-                        marker={"size": 5})
+        fig.add_scatter(x=list(s.x), y=list(s.y), name=s.name, mode=s.mode,
+                        line={"color": color, "dash": s.dash}, marker={"size": 5})
     # plotly places a shape's x0/x1 (y0/y1) in data units also on a log axis (it takes the log
     # itself), but an annotation's x (y) in axis units: log10 of the value on a log axis.
     for x, label in vlines:
@@ -283,7 +282,8 @@ def graph_figure(fig: FigureData, *, row_px: int = 80) -> Figure:
     # pixels between two rows: a label (or two facing labels), the marker and a gap
     row_gap = (2 if above else 1) * (15 * lines + 18) + 24
     top = 0.75 if above else 0.4
-    out.update_layout(title=fig.title, height=int(110 + (rows - 1 + 0.75 + top) * max(row_px, row_gap)),
+    out.update_layout(title=fig.title,
+                      height=int(110 + (rows - 1 + 0.75 + top) * max(row_px, row_gap)),
                       margin={"l": 30, "r": 30, "t": 70, "b": 40})
     pad = 0.45
     out.update_xaxes(visible=bool(fig.x_title), showgrid=False, zeroline=False,
@@ -331,14 +331,10 @@ def matrix_figure(title: str, z: Sequence[Sequence[float | None]], rows: Sequenc
     """A heat map of a matrix (e.g. layer by layer); each cell shows its value."""
     text = [[f"{v:.2f}" if v is not None and math.isfinite(v) else "" for v in row]
             for row in z]
-    heat = {"type": "heatmap", "z": [list(row) for row in z], "x": list(cols), "y": list(rows),
-            "text": text, "texttemplate": "%{text}", "colorscale": "Viridis",
-            "colorbar": {"title": {"text": colorbar}}}
-    if zmin is not None:
-        heat["zmin"] = zmin
-    if zmax is not None:
-        heat["zmax"] = zmax
-    fig = Figure([heat])
+    fig = Figure([{"type": "heatmap", "z": [list(row) for row in z], "x": list(cols),
+                   "y": list(rows), "text": text, "texttemplate": "%{text}",
+                   "colorscale": "Viridis", "zmin": zmin, "zmax": zmax,
+                   "colorbar": {"title": {"text": colorbar}}}])  # None: unset, as in plotly
     fig.update_layout(title=title, height=height, margin={"l": 80, "r": 20, "t": 70, "b": 50})
     fig.update_xaxes(title=x_title, type="category")
     fig.update_yaxes(title=y_title, type="category", autorange="reversed")

@@ -959,7 +959,8 @@ def train_models(specs: Sequence[ModelSpec], data: ClassificationData, *,
     ``workers > 1`` trains that many buckets at a time, each in its own spawned process with
     one torch thread (with fewer buckets than workers, the costliest are split in two until
     each worker has one: 64 MLPs 40-64-10 as two processes of 32 took 1.59 ms per step against
-    1.88 ms as one stack on 2 threads): the small batched kernels of a bucket scale poorly over threads, a
+    1.88 ms as one stack on 2 threads): the small batched kernels of a bucket scale poorly
+    over threads, a
     spinning multi-threaded kernel stalls badly when another process holds a core, and two
     Python threads take turns on the GIL between their many small operations (each ran ~1.5x
     slower than in a process of its own), whereas whole buckets in processes keep each core busy
