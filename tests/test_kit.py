@@ -156,6 +156,36 @@ def test_figures_are_data():
     assert heat.rows == [0, 1, 2, 3] and heat.cols == [0, 5, 9]
 
 
+def test_points_over_a_heat_map():
+    """A map of a 2-D input window with the training points drawn over it: the points are read
+    on the map's own coordinates, one marker set per group, on numeric axes."""
+    from learnscope.analysis.figures import Scatter
+    from learnscope.report.figures import draw
+
+    grid = [Record("colour", 3 * i + j, meta={"x1": 0.5 * j, "x2": 0.5 * i})
+            for i in range(2) for j in range(3)]
+    points = [Record("px2", y, meta={"x1": x, "label": c})
+              for x, y, c in ((0.1, 0.2, 0), (0.9, 0.4, 1), (0.3, 0.1, 1))]
+    r = Results([TrialResult("t", {"seed": 0}, "finished", grid + points)])
+    spec = Heatmap("map", "colour", rows="x2", cols="x1",
+                   points=Scatter("", "px2", "x1", group="label", label="class {label}"))
+    fig = evaluate(spec, r)
+    assert fig.rows == [0, 0.5] and fig.cols == [0, 0.5, 1]
+    assert fig.z == [[0, 1, 2], [3, 4, 5]]
+    assert [(s.name, s.x, s.y) for s in fig.series] == [
+        ("class 0", [0.1], [0.2]), ("class 1", [0.9, 0.3], [0.4, 0.1])]
+    plotted = draw(fig)
+    assert [t["type"] for t in plotted.data] == ["heatmap", "scatter", "scatter"]
+    assert plotted.data[0]["x"] == [0, 0.5, 1] and plotted.data[0]["y"] == [0, 0.5]
+    assert plotted.layout.xaxis.type == "linear" and plotted.layout.yaxis.type == "linear"
+    symbols = [t["marker"]["symbol"] for t in plotted.data[1:]]
+    assert len(set(symbols)) == 2
+    plotted.to_plotly()  # valid for plotly
+    # without points the map keeps one cell per label
+    plain = draw(evaluate(Heatmap("map", "colour", rows="x2", cols="x1"), r))
+    assert plain.layout.xaxis.type == "category" and plain.data[0]["x"] == ["0", "0.5", "1"]
+
+
 # -- parts, batches, stores -----------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)

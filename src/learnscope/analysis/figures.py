@@ -87,6 +87,10 @@ class Heatmap:
     y_title: str = ""
     caption: str = ""
     colorbar: str = ""
+    points: Scatter | None = None
+    """Points drawn over the map (e.g. the training points over a map of the input space):
+    the scatter's ``x`` and ``key`` are read on the map's columns and rows, whose axes are then
+    numeric rather than one cell per label."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,7 @@ class FigureData:
     log_x: bool = False
     log_y: bool = False
     series: list[SeriesData] = field(default_factory=list)
+    """The lines or point sets; on a heat map, the points drawn over it."""
     markers: list[Marker] = field(default_factory=list)
     hlines: list[tuple[float, str]] = field(default_factory=list)
     z: list[list[float]] | None = None
@@ -189,25 +194,12 @@ def evaluate(spec: LinePlot | Heatmap | Scatter | Graph, results: Any) -> Figure
     if isinstance(spec, Graph):
         return _graph(spec, results)
     if isinstance(spec, Scatter):
-        sub = results.where(**spec.where)
-        series = []
-        for fields, part in _groups(sub, spec.group) if len(sub) else []:
-            cs: list[float] | None = None
-            if spec.color:
-                xs, ys, cs = part.points(spec.key, spec.x, color=spec.color)
-            else:
-                xs, ys = part.points(spec.key, spec.x)
-            if xs:
-                label = spec.label.format(key=spec.key, **{k: _tidy(v) for k, v in fields.items()})
-                series.append(SeriesData(label, xs, ys, c=cs))
-        return FigureData("scatter", spec.title, spec.x_title or spec.x,
-                          spec.y_title or spec.key, spec.caption, spec.log_x, spec.log_y,
-                          series, hlines=list(spec.hlines),
-                          colorbar=(spec.color_title or spec.color or ""))
+        return _scatter(spec, results)
     if isinstance(spec, Heatmap):
         rows, cols, z = results.where(**spec.where).matrix(spec.key, spec.rows, spec.cols)
+        points = _scatter(spec.points, results).series if spec.points is not None else []
         return FigureData("heatmap", spec.title, spec.x_title or spec.cols,
-                          spec.y_title or spec.rows, spec.caption, z=z.tolist(),
+                          spec.y_title or spec.rows, spec.caption, series=points, z=z.tolist(),
                           rows=[_tidy(r) for r in rows], cols=[_tidy(c) for c in cols],
                           colorbar=spec.colorbar or spec.key)
     series: list[SeriesData] = []
@@ -222,6 +214,25 @@ def evaluate(spec: LinePlot | Heatmap | Scatter | Graph, results: Any) -> Figure
     return FigureData("line", spec.title, spec.x_title or spec.x, spec.y_title or spec.key,
                       spec.caption, spec.log_x, spec.log_y, series, list(spec.markers),
                       list(spec.hlines))
+
+
+def _scatter(spec: Scatter, results: Any) -> FigureData:
+    """The points of a declared scatter (also drawn over a heat map)."""
+    sub = results.where(**spec.where)
+    series = []
+    for fields, part in _groups(sub, spec.group) if len(sub) else []:
+        cs: list[float] | None = None
+        if spec.color:
+            xs, ys, cs = part.points(spec.key, spec.x, color=spec.color)
+        else:
+            xs, ys = part.points(spec.key, spec.x)
+        if xs:
+            label = spec.label.format(key=spec.key, **{k: _tidy(v) for k, v in fields.items()})
+            series.append(SeriesData(label, xs, ys, c=cs))
+    return FigureData("scatter", spec.title, spec.x_title or spec.x,
+                      spec.y_title or spec.key, spec.caption, spec.log_x, spec.log_y,
+                      series, hlines=list(spec.hlines),
+                      colorbar=(spec.color_title or spec.color or ""))
 
 
 def _tidy(v: Any) -> Any:

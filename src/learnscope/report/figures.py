@@ -297,13 +297,28 @@ def _hover_value(v: object) -> str:
     return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
+# points over a heat map: white and black fills with the other as outline, by series
+_OVER_MAP = (("white", "black"), ("black", "white"))
+
+
 def heatmap_figure(fig: FigureData, height: int = 420) -> Figure:
-    out = Figure([{"type": "heatmap", "z": fig.z, "x": [str(c) for c in fig.cols],
-                   "y": [str(r) for r in fig.rows], "colorscale": "Viridis",
+    """One cell per (row, column) label; with points over it (``fig.series``), numeric axes
+    that the points share with the map, each series a marker symbol and fill."""
+    axis = "linear" if fig.series else "category"
+    label = (lambda v: v) if fig.series else str
+    out = Figure([{"type": "heatmap", "z": fig.z, "x": [label(c) for c in fig.cols],
+                   "y": [label(r) for r in fig.rows], "colorscale": "Viridis",
                    "colorbar": {"title": {"text": fig.colorbar}}}])
-    out.update_layout(title=fig.title, height=height, margin={"l": 80, "r": 20, "t": 70, "b": 50})
-    out.update_xaxes(title=fig.x_title, type="category")
-    out.update_yaxes(title=fig.y_title, type="category")
+    for i, s in enumerate(fig.series):
+        fill, edge = _OVER_MAP[i % len(_OVER_MAP)]
+        out.add_scatter(x=list(s.x), y=list(s.y), name=s.name, mode="markers",
+                        marker={"symbol": SYMBOLS[i % len(SYMBOLS)], "size": 7, "color": fill,
+                                "line": {"width": 1, "color": edge}})
+    out.update_layout(title=fig.title, height=height + (40 if fig.series else 0),
+                      margin={"l": 80, "r": 20, "t": 70, "b": 50},
+                      legend={"orientation": "h", "y": -0.2, "itemsizing": "constant"})
+    out.update_xaxes(title=fig.x_title, type=axis)
+    out.update_yaxes(title=fig.y_title, type=axis)
     return out
 
 

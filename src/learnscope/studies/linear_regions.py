@@ -213,27 +213,24 @@ class LinearRegions(Study[LinearRegionsConfig]):
         ]
         return claims
 
-    def figures(self, cfg: LinearRegionsConfig) -> list[LinePlot | Heatmap | Scatter]:
+    def figures(self, cfg: LinearRegionsConfig) -> list[LinePlot | Heatmap]:
         first = cfg.seed
         by_labels = (Lines({"part": "net"}, group="labels", label="{labels} labels"),)
         maps = [Heatmap(f"Linear regions {when}, {labels} labels (seed {first})",
                         "region_colour", rows="x2", cols="x1",
                         where={"part": "net", "labels": labels, "seed": first, "phase": phase},
                         x_title="input x1", y_title="input x2", colorbar="region (colour index)",
+                        points=Scatter("", "point_x2", "x1",
+                                       where={"part": "net", "labels": labels, "seed": first},
+                                       group="point_label", label="class {point_label}"),
                         caption="Each patch of one colour is one linear region (one ReLU on/off "
-                                "pattern); compare the size of the patches with the spacing of "
-                                "the training points in the scatter plots.")
+                                "pattern); the markers are the points the network was trained "
+                                f"on, by their {labels} training label: compare the size of the "
+                                "patches with the spacing of the points.")
                 for when, labels, phase in (("at initialisation", "clean", "init"),
                                             ("after training", "clean", "final"),
                                             ("after training", "random", "final"))]
-        points = [Scatter(f"Training points with {labels} labels (seed {first})", "point_x2",
-                          "x1", where={"part": "net", "labels": labels, "seed": first},
-                          group="point_label", label="class {point_label}",
-                          x_title="input x1", y_title="input x2",
-                          caption="The points the networks of the region maps were trained on, "
-                                  "coloured by their training label.")
-                  for labels in LABELS]
-        return maps + points + [
+        return maps + [
             LinePlot("Linear regions met by the grid during training (median, IQR over seeds)",
                      "step", by_labels, key="grid_regions", x_title="Adam step",
                      y_title="distinct activation patterns on the grid", log_x=True,
